@@ -1,0 +1,1 @@
+"""Corral: Ollama-compatible LLM server."""

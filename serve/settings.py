@@ -1,0 +1,121 @@
+"""All configuration, read once from the environment into one object and passed down.
+
+Ollama's variables mean what they mean in Ollama (reference §10); Corral's own are CORRAL_*.
+Nothing below `serve` reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from serve.duration import env_keep_alive
+
+DEFAULT_PORT = 11434
+
+
+def _var(env: dict[str, str], key: str) -> str:
+    """envconfig.Var: surrounding whitespace and quotes stripped."""
+    return env.get(key, "").strip().strip("\"'").strip()
+
+
+def _bool(env: dict[str, str], key: str, default: bool = False) -> bool:
+    raw = _var(env, key)
+    if not raw:
+        return default
+    lowered = raw.lower()
+    if lowered in ("0", "false", "f", "no", "off"):
+        return False
+    # Ollama's BoolWithDefault: anything unparsable counts as true.
+    return True
+
+
+def _int(env: dict[str, str], key: str, default: int) -> int:
+    raw = _var(env, key)
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class HostAddress:
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_host(raw: str) -> HostAddress:
+    """OLLAMA_HOST: `host`, `host:port`, `scheme://host[:port]`, `[ipv6]`; default 127.0.0.1:11434."""
+    raw = raw.strip().strip("\"'")
+    if not raw:
+        return HostAddress("http", "127.0.0.1", DEFAULT_PORT)
+    scheme, rest = "http", raw
+    explicit_scheme = "://" in raw
+    if explicit_scheme:
+        scheme, rest = raw.split("://", 1)
+    parts = urlsplit(f"//{rest}")
+    host = parts.hostname or "127.0.0.1"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        port = {"http": 80, "https": 443}.get(scheme, DEFAULT_PORT) if explicit_scheme else DEFAULT_PORT
+    return HostAddress(scheme, host, port)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: HostAddress = field(default_factory=lambda: parse_host(""))
+    models_dir: Path = field(default_factory=lambda: Path.home() / ".ollama" / "models")
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "corral")
+    keep_alive: float = 300.0
+    origins: tuple[str, ...] = ()
+    num_parallel: int = 0  # 0: as many as the KV budget allows (at least 16)
+    max_loaded_models: int = 0
+    max_queue: int = 512
+    context_length: int = 4096
+    noprune: bool = False
+    api_keys: tuple[str, ...] = ()
+    default_models: bool = True
+    max_body_bytes: int = 64 * 1024**3
+    max_json_bytes: int = 64 * 1024**2
+    devices: str = ""
+    replicas: int = 1
+    debug: bool = False
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        home = Path(env.get("HOME") or Path.home())
+        models = _var(env, "OLLAMA_MODELS")
+        cache = _var(env, "CORRAL_CACHE")
+        keys = [k.strip() for k in _var(env, "CORRAL_API_KEY").split(",") if k.strip()]
+        origins = [o.strip() for o in _var(env, "OLLAMA_ORIGINS").split(",") if o.strip()]
+        return cls(
+            host=parse_host(_var(env, "OLLAMA_HOST")),
+            models_dir=Path(models).expanduser() if models else home / ".ollama" / "models",
+            cache_dir=Path(cache).expanduser() if cache else home / ".cache" / "corral",
+            keep_alive=env_keep_alive(_var(env, "OLLAMA_KEEP_ALIVE")),
+            origins=tuple(origins),
+            num_parallel=_int(env, "OLLAMA_NUM_PARALLEL", 0),
+            max_loaded_models=_int(env, "OLLAMA_MAX_LOADED_MODELS", 0),
+            max_queue=_int(env, "OLLAMA_MAX_QUEUE", 512),
+            context_length=_int(env, "OLLAMA_CONTEXT_LENGTH", 0) or 4096,
+            noprune=_bool(env, "OLLAMA_NOPRUNE"),
+            api_keys=tuple(keys),
+            default_models=not _bool(env, "CORRAL_NO_DEFAULT_MODELS"),
+            max_body_bytes=_int(env, "CORRAL_MAX_BODY_BYTES", 64 * 1024**3),
+            max_json_bytes=_int(env, "CORRAL_MAX_JSON_BYTES", 64 * 1024**2),
+            devices=_var(env, "CORRAL_DEVICES"),
+            replicas=max(1, _int(env, "CORRAL_REPLICAS", 1)),
+            debug=_bool(env, "OLLAMA_DEBUG"),
+        )
