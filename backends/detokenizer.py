@@ -1,0 +1,136 @@
+"""Incremental detokenization with stop strings, one token at a time.
+
+Text is produced by decoding a short sliding window of tokens twice (with and without the
+newest ones) and emitting the difference, as vLLM's and TGI's incremental detokenizers do.
+Decoding a window, not single tokens, keeps the tokenizer's own rules for leading spaces
+(sentencepiece `▁`, byte-level `Ġ`) and merges byte-fallback tokens (`<0xE2>`...) into whole
+characters: while the window's text ends in U+FFFD a multi-byte character is still incomplete,
+so nothing is emitted yet.
+
+Stop strings are matched on the text not yet emitted. Text that could still be the start of a
+stop string is held back; once a stop string matches, it and everything after it are dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_REPLACEMENT = "\ufffd"
+# Tokens kept before the read offset as decoding context (leading-space rules).
+_CONTEXT_TOKENS = 5
+# A UTF-8 character is at most 4 bytes; a window still ending in U+FFFD after this many
+# pending tokens holds a genuine replacement character, not a split one.
+_MAX_PENDING_TOKENS = 6
+
+
+class IncrementalDetokenizer:
+    """Feeds one request's generated tokens, emits text that is safe to stream.
+
+    `tokenizer` is a transformers tokenizer or a `tokenizers.Tokenizer`. `prompt_token_ids`
+    (the end of the prompt) gives the first output token its decoding context, so a leading
+    space is kept as it appears in the full decode. Special tokens are rendered as text, as
+    llama.cpp's token_to_piece does for Ollama, so stop strings such as `<end_of_turn>` match.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        stop: list[str] | None = None,
+        prompt_token_ids: list[int] | None = None,
+        skip_special_tokens: bool = False,
+    ):
+        self._tokenizer = tokenizer
+        self._skip_special = skip_special_tokens
+        self._stop = [s for s in (stop or []) if s]
+        self._ids: list[int] = list(prompt_token_ids[-_CONTEXT_TOKENS:]) if prompt_token_ids else []
+        self._read_offset = len(self._ids)  # ids before it are emitted context
+        self._pending = ""  # decoded, not yet emitted (a possible stop-string start)
+        self._emitted: list[str] = []
+        self.stopped = False
+        self.stop_string: str | None = None  # the stop string that matched, if any
+
+    @property
+    def text(self) -> str:
+        return "".join(self._emitted)
+
+    def add(self, token_id: int) -> str:
+        """Take one generated token; return the text that may be sent now (often "")."""
+        if self.stopped:
+            return ""
+        self._ids.append(int(token_id))
+        return self._release(self._decode_new(final=False))
+
+    def flush(self) -> str:
+        """At the end of generation: the held-back text (empty after a stop string)."""
+        if self.stopped:
+            return ""
+        new = self._decode_new(final=True)
+        if self.stopped:
+            return ""
+        text = self._pending + new
+        self._pending = ""
+        stop_at = self._find_stop(text)
+        if stop_at is not None:
+            text = text[:stop_at]
+        return self._emit(text)
+
+    def _decode(self, ids: list[int]) -> str:
+        try:
+            return self._tokenizer.decode(
+                ids,
+                skip_special_tokens=self._skip_special,
+                clean_up_tokenization_spaces=False,
+            )
+        except TypeError:  # a bare `tokenizers.Tokenizer`
+            return self._tokenizer.decode(ids, skip_special_tokens=self._skip_special)
+
+    def _decode_new(self, final: bool) -> str:
+        if self._read_offset >= len(self._ids):
+            return ""
+        prefix = self._decode(self._ids[: self._read_offset])
+        full = self._decode(self._ids)
+        waiting = len(self._ids) - self._read_offset
+        if not final and full.endswith(_REPLACEMENT) and waiting < _MAX_PENDING_TOKENS:
+            return ""
+        # Slice by length, not by prefix match: vLLM's rule, robust to decoders that rewrite
+        # the window's first characters the same way in both decodes.
+        new = full[len(prefix) :]
+        self._ids = self._ids[-_CONTEXT_TOKENS:]
+        self._read_offset = len(self._ids)
+        return new
+
+    def _release(self, new: str) -> str:
+        if not new:
+            return ""
+        text = self._pending + new
+        stop_at = self._find_stop(text)
+        if stop_at is not None:
+            self._pending = ""
+            self.stopped = True
+            return self._emit(text[:stop_at])
+        hold = self._partial_stop_len(text)
+        self._pending = text[len(text) - hold :] if hold else ""
+        return self._emit(text[: len(text) - hold])
+
+    def _find_stop(self, text: str) -> int | None:
+        best: int | None = None
+        for s in self._stop:
+            at = text.find(s)
+            if at >= 0 and (best is None or at < best):
+                best, self.stop_string = at, s
+        return best
+
+    def _partial_stop_len(self, text: str) -> int:
+        """Length of the longest suffix of `text` that is a proper prefix of a stop string."""
+        longest = 0
+        for s in self._stop:
+            for n in range(min(len(s) - 1, len(text)), longest, -1):
+                if text.endswith(s[:n]):
+                    longest = n
+                    break
+        return longest
+
+    def _emit(self, text: str) -> str:
+        if text:
+            self._emitted.append(text)
+        return text
