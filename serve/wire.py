@@ -34,7 +34,7 @@ GO_TYPES = {
 }
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -51,7 +51,7 @@ def _json_kind(value: Any) -> str:
 def _mismatch(value: Any, struct: str, field: str, kind: str) -> APIError:
     return APIError(
         400,
-        f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
+        f"json: cannot unmarshal {json_kind(value)} into Go struct field "
         f"{struct}.{field} of type {GO_TYPES[kind]}",
     )
 
@@ -120,7 +120,7 @@ def decode_body(body: bytes, struct: str, fields: Mapping[str, str]) -> dict[str
         raise APIError(400, "invalid character in request body") from None
     if not isinstance(data, dict):
         raise APIError(
-            400, f"json: cannot unmarshal {_json_kind(data)} into Go value of type api.{struct}"
+            400, f"json: cannot unmarshal {json_kind(data)} into Go value of type api.{struct}"
         )
     for name, kind in fields.items():
         if name in data and not _check(data[name], kind):

@@ -1,0 +1,317 @@
+"""Which models are resident, where, and for how long (Ollama's server/sched.go, reference §9).
+
+A request `acquire`s a lease on a loaded instance ("runner") of its model for its runner options.
+A loaded runner with the same options is taken at once; anything else (a load, a reload after a
+runner-option change, evictions) happens under one loading lock, so a load never blocks requests
+to models already loaded. The keep_alive timer starts when the last lease ends; `tick()` unloads
+runners whose timer ran out. Eviction picks idle runners in least-recently-used order; a busy one
+is only marked to unload once idle. With replicas, one model runs as several runners on distinct
+devices and each lease goes to the one with the least outstanding work.
+
+The clock, the device inventory, the memory estimate and the loader are injected, so the rules are
+tested with pseudo-devices and a fake clock, and the same code runs on CUDA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from registry.errors import APIError
+from scheduler.devices import DeviceInventory
+from scheduler.placement import Placement, place_single, place_split
+
+log = logging.getLogger("corral.scheduler")
+
+QUEUE_FULL = "server busy, please try again.  maximum pending requests exceeded"
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """Load-time options: a change in any of them needs a reloaded instance (surprise 14)."""
+
+    num_ctx: int = 4096
+    num_batch: int = 512
+    num_gpu: int = -1
+    main_gpu: int | None = None
+    num_thread: int = 0
+    use_mmap: bool | None = None
+
+    def needs_reload(self, other: "RunnerOptions") -> bool:
+        if self.num_gpu >= 0 and other.num_gpu >= 0 and self.num_gpu != other.num_gpu:
+            return True
+        return (self.num_ctx, self.num_batch, self.main_gpu, self.num_thread, self.use_mmap) != (
+            other.num_ctx, other.num_batch, other.main_gpu, other.num_thread, other.use_mmap)
+
+
+class Instance(Protocol):
+    """What a loader returns: a loaded model ready to serve, and how to free it."""
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What residency needs to know about a model; `model` is passed to the loader untouched."""
+
+    key: str  # identity of the weights + layers: the manifest digest
+    name: str  # display name for /api/ps and errors
+    model: Any = None
+    replicas: int = 1
+
+
+Loader = Callable[[ModelRef, RunnerOptions, Placement], Instance]
+Estimator = Callable[[ModelRef, RunnerOptions], int]
+
+
+@dataclass(eq=False)
+class Runner:
+    ref: ModelRef
+    options: RunnerOptions
+    instance: Instance
+    placement: Placement
+    keep_alive: float
+    refcount: int = 0
+    deadline: float | None = None  # monotonic time it unloads at; None while in use
+    last_used: float = 0.0
+    unloading: bool = False
+
+    @property
+    def size(self) -> int:
+        return sum(self.placement.allocation.values())
+
+    @property
+    def idle(self) -> bool:
+        return self.refcount == 0
+
+
+class Lease:
+    """An acquired runner; `release()` (or leaving `async with`) starts its keep_alive timer."""
+
+    def __init__(self, residency: "Residency", runner: Runner):
+        self.residency = residency
+        self.runner = runner
+        self._released = False
+
+    @property
+    def instance(self) -> Any:
+        return self.runner.instance
+
+    async def release(self) -> None:
+        if not self._released:
+            self._released = True
+            await self.residency._release(self.runner)
+
+    async def __aenter__(self) -> "Lease":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+
+@dataclass
+class ResidencyConfig:
+    default_keep_alive: float = 300.0
+    max_loaded_models: int = 0  # 0: 3 per device, as Ollama's default
+    max_queue: int = 512
+    default_replicas: int = 1
+
+
+class Residency:
+    def __init__(
+        self,
+        inventory: DeviceInventory,
+        loader: Loader,
+        estimator: Estimator,
+        config: ResidencyConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ):
+        self.inventory = inventory
+        self.loader = loader
+        self.estimator = estimator
+        self.config = config or ResidencyConfig()
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.runners: dict[str, list[Runner]] = {}
+        self._load_lock = asyncio.Lock()
+        self._changed = asyncio.Condition()
+        self._pending = 0
+
+    # --- public ---------------------------------------------------------------------------
+
+    @property
+    def max_loaded(self) -> int:
+        return self.config.max_loaded_models or 3 * len(self.inventory.devices)
+
+    async def acquire(
+        self, ref: ModelRef, options: RunnerOptions, keep_alive: float | None = None
+    ) -> Lease:
+        """A lease on a runner of `ref` with `options`, loading (and evicting) as needed."""
+        runner = self._ready_runner(ref, options)
+        if runner is None:
+            if self._pending >= self.config.max_queue:
+                raise APIError(503, QUEUE_FULL)
+            self._pending += 1
+            try:
+                async with self._load_lock:
+                    runner = self._ready_runner(ref, options) or await self._load(ref, options)
+            finally:
+                self._pending -= 1
+        return self._lease(runner, keep_alive)
+
+    async def expire(self, key: str) -> bool:
+        """keep_alive 0 without a prompt: unload as soon as idle. False if not loaded."""
+        runners = self.runners.get(key, [])
+        for runner in runners:
+            runner.keep_alive = 0.0
+            if runner.idle:
+                await self._unload(runner)
+        return bool(runners)
+
+    async def tick(self) -> None:
+        """Unload every idle runner whose keep_alive has run out."""
+        now = self.clock()
+        for runner in self.all_runners():
+            if runner.idle and runner.deadline is not None and runner.deadline <= now:
+                await self._unload(runner)
+
+    async def run_timers(self, interval: float = 0.25) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("keep_alive timer failed")
+
+    async def shutdown(self) -> None:
+        for runner in self.all_runners():
+            await self._unload(runner)
+
+    def all_runners(self) -> list[Runner]:
+        return [r for group in self.runners.values() for r in group]
+
+    def expires_at(self, runner: Runner) -> float:
+        """Wall-clock expiry as /api/ps shows it (forever: far future, as Ollama)."""
+        keep = runner.keep_alive
+        if math.isinf(keep):
+            return self.wall_clock() + 292 * 365 * 86400
+        if runner.deadline is None:
+            return self.wall_clock() + keep
+        return self.wall_clock() + (runner.deadline - self.clock())
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _ready_runner(self, ref: ModelRef, options: RunnerOptions) -> Runner | None:
+        group = [
+            r for r in self.runners.get(ref.key, [])
+            if not r.unloading and not r.options.needs_reload(options)
+        ]
+        if not group:
+            return None
+        return min(group, key=lambda r: r.refcount)  # least outstanding work
+
+    def _lease(self, runner: Runner, keep_alive: float | None) -> Lease:
+        runner.refcount += 1
+        runner.deadline = None
+        runner.last_used = self.clock()
+        if keep_alive is not None:
+            runner.keep_alive = keep_alive
+        return Lease(self, runner)
+
+    async def _release(self, runner: Runner) -> None:
+        runner.refcount -= 1
+        runner.last_used = self.clock()
+        if runner.refcount == 0:
+            if runner.keep_alive <= 0:
+                await self._unload(runner)
+            elif not math.isinf(runner.keep_alive):
+                runner.deadline = self.clock() + runner.keep_alive
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _wait_idle(self, runner: Runner) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: runner.idle or runner not in self.all_runners())
+
+    async def _load(self, ref: ModelRef, options: RunnerOptions) -> Runner:
+        for stale in list(self.runners.get(ref.key, [])):
+            # A runner-option change: in-flight requests finish on the old instance first.
+            stale.keep_alive = 0.0
+            await self._wait_idle(stale)
+            await self._unload(stale)
+        estimate = self.estimator(ref, options)
+        loaded: list[Runner] = []
+        for _ in range(max(1, ref.replicas or self.config.default_replicas)):
+            exclude = {d for r in loaded for d in r.placement.device_ids}
+            placement = await self._make_room(ref, estimate, exclude, first=not loaded)
+            if placement is None:
+                break  # fewer replicas than asked: as many as fit on distinct devices
+            self.inventory.reserve(placement.allocation)
+            try:
+                instance = await asyncio.to_thread(self.loader, ref, options, placement)
+            except BaseException:
+                self.inventory.release(placement.allocation)
+                raise
+            runner = Runner(ref, options, instance, placement, self.config.default_keep_alive,
+                            last_used=self.clock())
+            loaded.append(runner)
+            self.runners.setdefault(ref.key, []).append(runner)
+            log.info("loaded %s on %s (%d bytes)", ref.name, placement.device_ids, runner.size)
+        return min(loaded, key=lambda r: r.refcount)
+
+    async def _make_room(
+        self, ref: ModelRef, estimate: int, exclude: set[str], first: bool
+    ) -> Placement | None:
+        """Evict LRU idle runners until the model fits; split it if nothing else is left."""
+        while True:
+            at_cap = len(self.runners) >= self.max_loaded and ref.key not in self.runners
+            placement = None if at_cap else place_single(self.inventory, estimate, exclude)
+            if placement is not None:
+                return placement
+            victim = self._victim(ref.key)
+            if victim is None:
+                break
+            victim.keep_alive = 0.0
+            if not victim.idle:
+                await self._wait_idle(victim)
+            await self._unload(victim)
+        if not first:
+            return None
+        placement = place_split(self.inventory, estimate, exclude)
+        if placement is not None:
+            return placement
+        free = sum(self.inventory.free(d) for d in self.inventory.devices)
+        raise APIError(
+            500,
+            f"model '{ref.name}' requires {estimate / 2**30:.1f} GiB of memory, "
+            f"which exceeds the {free / 2**30:.1f} GiB available",
+        )
+
+    def _victim(self, loading_key: str) -> Runner | None:
+        candidates = [r for r in self.all_runners() if r.ref.key != loading_key and not r.unloading]
+        if not candidates:
+            return None
+        idle = [r for r in candidates if r.idle]
+        return min(idle or candidates, key=lambda r: r.last_used)
+
+    async def _unload(self, runner: Runner) -> None:
+        if runner.unloading:
+            return
+        runner.unloading = True
+        group = self.runners.get(runner.ref.key, [])
+        if runner in group:
+            group.remove(runner)
+        if not group:
+            self.runners.pop(runner.ref.key, None)
+        try:
+            await asyncio.to_thread(runner.instance.close)
+        finally:
+            self.inventory.release(runner.placement.allocation)
+            log.info("unloaded %s", runner.ref.name)
+            async with self._changed:
+                self._changed.notify_all()
