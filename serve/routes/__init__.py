@@ -1,0 +1,11 @@
+"""Routes per API family."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from serve.routes import basic, blobs
+
+
+def all_routes() -> list[BaseRoute]:
+    return [*basic.routes, *blobs.routes]
