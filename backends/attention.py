@@ -1,0 +1,262 @@
+"""Our attention function for transformers models, over a paged KV cache.
+
+The model runner feeds a whole engine step as one batch row (`[1, T, ...]`): the new tokens of
+every scheduled sequence, concatenated, decodes first. Each call gets that step's
+`AttentionMetadata` through the `corral_attn` keyword the model forwards to attention, never a
+module global, because several models (and engines) share one process.
+
+Per layer the K/V cache is a pair of tensors `[num_blocks, block_size, num_kv_heads, head_dim]`.
+New K/V are written at `slot_mapping` (`block_id * block_size + offset`); each sequence then
+reads its whole context back through its block table.
+
+Two kernels sit behind `paged_attention`: pure PyTorch (CPU, and the CUDA fallback) and
+flash-attn's varlen kernel when it is importable on CUDA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ATTN_IMPLEMENTATION = "corral_paged"
+METADATA_KWARG = "corral_attn"
+
+try:  # optional CUDA kernel; CPU never needs it
+    from flash_attn import flash_attn_varlen_func  # type: ignore[import-not-found]
+except Exception:  # noqa: BLE001 - any import failure means "not available"
+    flash_attn_varlen_func = None
+
+
+@dataclass
+class _Layout:
+    """Which cached slots each query attends to, for one sliding-window size."""
+
+    # Decode rows: one query each, keys padded to the longest context.
+    decode_slots: Tensor | None = None  # [B_dec, K] long
+    decode_mask: Tensor | None = None  # [B_dec, 1, 1, K] bool (None: nothing padded)
+    # Prefill chunks: (query start, query end, key slots [K], mask [q, K] or None).
+    prefills: list[tuple[int, int, Tensor, Tensor | None]] = field(default_factory=list)
+    # Varlen (flash) form: all sequences' key slots concatenated.
+    flat_slots: Tensor | None = None
+    cu_seqlens_k: Tensor | None = None
+    max_seqlen_k: int = 0
+
+
+@dataclass
+class AttentionMetadata:
+    """One step's batch layout. Built once on the host per step, shared by every layer."""
+
+    kv_caches: list[tuple[Tensor, Tensor]]
+    slot_mapping: Tensor  # [T] long, where each new token's K/V is written
+    query_lens: list[int]  # per sequence, decodes (1) first
+    context_lens: list[int]  # per sequence: computed + new tokens
+    block_tables: list[list[int]]
+    block_size: int
+    num_decodes: int
+    device: torch.device
+    use_flash: bool = False
+    cu_seqlens_q: Tensor | None = None
+    _layouts: dict[int | None, _Layout] = field(default_factory=dict)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.query_lens)
+
+    def layout(self, window: int | None) -> _Layout:
+        # Sliding windows at least as long as every context behave like full attention.
+        if window is not None and window >= max(self.context_lens):
+            window = None
+        lay = self._layouts.get(window)
+        if lay is None:
+            lay = self._build_layout(window)
+            self._layouts[window] = lay
+        return lay
+
+    def _key_range(self, i: int, window: int | None) -> tuple[int, int]:
+        ctx, q = self.context_lens[i], self.query_lens[i]
+        first = 0 if window is None else max(0, ctx - q - window + 1)
+        return first, ctx
+
+    def _slots(self, i: int, first: int, last: int) -> Tensor:
+        """Cache slots of positions [first, last) of sequence i, as a host tensor."""
+        bs = self.block_size
+        blocks = torch.tensor(self.block_tables[i][first // bs:(last + bs - 1) // bs])
+        slots = (blocks[:, None] * bs + torch.arange(bs)[None, :]).reshape(-1)
+        return slots[first % bs:first % bs + last - first]
+
+    def _build_layout(self, window: int | None) -> _Layout:
+        lay = _Layout()
+        dev = self.device
+        if self.use_flash:
+            parts, cu = [], [0]
+            for i in range(len(self.query_lens)):
+                first, last = self._key_range(i, window)
+                parts.append(self._slots(i, first, last))
+                cu.append(cu[-1] + last - first)
+                lay.max_seqlen_k = max(lay.max_seqlen_k, last - first)
+            lay.flat_slots = torch.cat(parts).to(dev)
+            lay.cu_seqlens_k = torch.tensor(cu, dtype=torch.int32, device=dev)
+            return lay
+        if self.num_decodes:
+            ranges = [self._key_range(i, window) for i in range(self.num_decodes)]
+            width = max(last - first for first, last in ranges)
+            rows = torch.zeros(len(ranges), width, dtype=torch.long)
+            pads = []
+            for i, (first, last) in enumerate(ranges):
+                rows[i, : last - first] = self._slots(i, first, last)
+                pads.append(width - (last - first))
+            lay.decode_slots = rows.to(dev)
+            if any(pads):
+                lens = torch.tensor([width - p for p in pads], device=dev)
+                valid = torch.arange(width, device=dev)[None, :] < lens[:, None]
+                lay.decode_mask = valid[:, None, None, :]
+        start = self.num_decodes
+        for i in range(self.num_decodes, len(self.query_lens)):
+            q, ctx = self.query_lens[i], self.context_lens[i]
+            first, last = self._key_range(i, window)
+            slots = self._slots(i, first, last).to(dev)
+            q_pos = torch.arange(ctx - q, ctx, device=dev)[:, None]
+            k_pos = torch.arange(first, last, device=dev)[None, :]
+            mask = k_pos <= q_pos
+            if window is not None:
+                mask &= (q_pos - k_pos) < window
+            lay.prefills.append((start, start + q, slots, mask))
+            start += q
+        return lay
+
+
+def build_metadata(
+    kv_caches: list[tuple[Tensor, Tensor]],
+    query_lens: list[int],
+    context_lens: list[int],
+    block_tables: list[list[int]],
+    block_size: int,
+    device: torch.device,
+) -> AttentionMetadata:
+    """Metadata for one step. Sequences with one new token (decodes) must come first."""
+    num_decodes = 0
+    while num_decodes < len(query_lens) and query_lens[num_decodes] == 1:
+        num_decodes += 1
+    slot_mapping: list[int] = []
+    for q, ctx, table in zip(query_lens, context_lens, block_tables):
+        for p in range(ctx - q, ctx):
+            slot_mapping.append(table[p // block_size] * block_size + p % block_size)
+    use_flash = flash_attn_varlen_func is not None and device.type == "cuda"
+    meta = AttentionMetadata(
+        kv_caches=kv_caches,
+        slot_mapping=torch.tensor(slot_mapping, dtype=torch.long, device=device),
+        query_lens=query_lens,
+        context_lens=context_lens,
+        block_tables=block_tables,
+        block_size=block_size,
+        num_decodes=num_decodes,
+        device=device,
+        use_flash=use_flash,
+    )
+    if use_flash:
+        cu = [0]
+        for q in query_lens:
+            cu.append(cu[-1] + q)
+        meta.cu_seqlens_q = torch.tensor(cu, dtype=torch.int32, device=device)
+    return meta
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float,
+            softcap: float | None) -> Tensor:
+    """q [B, Hq, Lq, D], k/v [B, Hkv, Lk, D], mask bool broadcastable to [B, Hq, Lq, Lk]."""
+    if softcap is None:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
+        )
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+    scores = torch.tanh(scores / softcap) * softcap
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    return torch.matmul(probs, v)
+
+
+def _torch_attention(meta: AttentionMetadata, q: Tensor, k_flat: Tensor, v_flat: Tensor,
+                     window: int | None, scale: float, softcap: float | None) -> Tensor:
+    """q [T, Hq, D]; k_flat/v_flat [slots, Hkv, D]. Returns [T, Hq, D]."""
+    lay = meta.layout(window)
+    out = torch.empty_like(q)
+    nd = meta.num_decodes
+    if nd:
+        keys = k_flat[lay.decode_slots].transpose(1, 2)  # [B, Hkv, K, D]
+        vals = v_flat[lay.decode_slots].transpose(1, 2)
+        res = _attend(q[:nd, :, None, :], keys, vals, lay.decode_mask, scale, softcap)
+        out[:nd] = res[:, :, 0, :]
+    for start, end, slots, mask in lay.prefills:
+        keys = k_flat[slots].transpose(0, 1)[None]  # [1, Hkv, K, D]
+        vals = v_flat[slots].transpose(0, 1)[None]
+        res = _attend(q[start:end].transpose(0, 1)[None], keys, vals, mask, scale, softcap)
+        out[start:end] = res[0].transpose(0, 1)
+    return out
+
+
+def _flash_attention(meta: AttentionMetadata, q: Tensor, k_flat: Tensor, v_flat: Tensor,
+                     window: int | None, scale: float, softcap: float | None) -> Tensor:
+    # flash-attn's paged mode needs 256-token pages; gathering the context keeps any block size.
+    lay = meta.layout(window)
+    return flash_attn_varlen_func(
+        q,
+        k_flat[lay.flat_slots],
+        v_flat[lay.flat_slots],
+        cu_seqlens_q=meta.cu_seqlens_q,
+        cu_seqlens_k=lay.cu_seqlens_k,
+        max_seqlen_q=max(meta.query_lens),
+        max_seqlen_k=lay.max_seqlen_k,
+        softmax_scale=scale,
+        causal=True,
+        window_size=(-1, -1) if window is None else (window - 1, 0),
+        softcap=0.0 if softcap is None else softcap,
+    )
+
+
+def paged_attention(
+    module: torch.nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
+    **kwargs,
+) -> tuple[Tensor, None]:
+    """transformers attention interface: query [1, Hq, T, D], key/value [1, Hkv, T, D].
+
+    Returns `[1, T, Hq, D]` as transformers' own kernels do. `attention_mask` is ignored:
+    causality, sequence boundaries and windows come from the step metadata.
+    """
+    meta: AttentionMetadata | None = kwargs.get(METADATA_KWARG)
+    if meta is None:
+        raise RuntimeError(f"{ATTN_IMPLEMENTATION} attention needs the step metadata")
+    k_cache, v_cache = meta.kv_caches[module.layer_idx]
+    k_flat = k_cache.view(-1, *k_cache.shape[2:])
+    v_flat = v_cache.view(-1, *v_cache.shape[2:])
+    k_flat.index_copy_(0, meta.slot_mapping, key[0].transpose(0, 1).to(k_flat.dtype))
+    v_flat.index_copy_(0, meta.slot_mapping, value[0].transpose(0, 1).to(v_flat.dtype))
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    q = query[0].transpose(0, 1)  # [T, Hq, D]
+    kernel = _flash_attention if meta.use_flash else _torch_attention
+    out = kernel(meta, q, k_flat, v_flat, sliding_window, scaling, softcap)
+    return out[None], None
+
+
+def register() -> str:
+    """Register `paged_attention` with transformers (idempotent); returns its name."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTN_IMPLEMENTATION, paged_attention)
+    return ATTN_IMPLEMENTATION

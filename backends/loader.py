@@ -1,0 +1,191 @@
+"""Loading models into memory: causal LMs from GGUF or safetensors, encoders for embeddings.
+
+GGUF goes through transformers' GGUF support (dequantizing every tensor), which is slow, so the
+result is converted once into a safetensors directory keyed by the blob digest under
+`<cache_dir>/converted/<digest>/` and later loads read that directly. Safetensors models arrive
+as a mapping {file name in the model -> blob path}; they get a directory of symlinks under
+`<cache_dir>/linked/<key>/` so `from_pretrained` can read them in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# Tokens that end a turn in common chat templates; generation stops on them like on EOS.
+END_OF_TURN_TOKENS = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>", "<|endoftext|>")
+
+
+@dataclass
+class LoadOptions:
+    cache_dir: Path
+    device: str = "cpu"
+    dtype: torch.dtype | None = None  # None: float32 on CPU, bfloat16 (or float16) on CUDA
+    num_thread: int = 0  # 0: leave torch's default
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    config: Any
+    device: torch.device
+    dtype: torch.dtype
+    max_context: int
+    eos_token_ids: list[int] = field(default_factory=list)
+    kind: Literal["causal", "encoder"] = "causal"
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    device = torch.device(device)
+    if device.type != "cuda":
+        return torch.float32
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def apply_num_thread(num_thread: int) -> None:
+    if num_thread > 0:
+        torch.set_num_threads(num_thread)
+
+
+def _atomic_dir(final: Path, fill) -> Path:
+    """Run `fill(tmp_dir)` and rename the result to `final`; a concurrent winner is kept."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        fill(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    """Dequantize a GGUF file into a safetensors model directory (weights, config, tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src, name = str(gguf_path.parent), gguf_path.name
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name)
+    # The weights are plain tensors now; a GGUF quantization entry would send the next load
+    # back through the GGUF path.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def converted_dir(gguf_path: Path, digest: str, cache_dir: Path) -> Path:
+    """The safetensors directory for a GGUF blob, converting it the first time."""
+    final = Path(cache_dir) / "converted" / digest.replace(":", "-")
+    if (final / "config.json").is_file():
+        return final
+    log.info("converting %s to safetensors in %s", gguf_path, final)
+    return _atomic_dir(final, lambda tmp: convert_gguf(Path(gguf_path), tmp))
+
+
+def linked_dir(files: Mapping[str, Path], cache_dir: Path) -> Path:
+    """A directory of symlinks {name -> blob}, keyed by a digest of the mapping."""
+    items = sorted((name, str(Path(path).resolve())) for name, path in files.items())
+    key = hashlib.sha256(repr(items).encode()).hexdigest()[:32]
+    final = Path(cache_dir) / "linked" / key
+    if final.is_dir():
+        return final
+
+    def fill(tmp: Path) -> None:
+        for name, target in items:
+            if Path(name).is_absolute() or ".." in Path(name).parts:
+                raise ValueError(f"invalid model file name {name!r}")
+            link = tmp / name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target)
+
+    return _atomic_dir(final, fill)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+
+    def add(value: Any) -> None:
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, int) and v >= 0 and v not in ids:
+                ids.append(v)
+
+    add(getattr(model.config, "eos_token_id", None))
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        add(gen.eos_token_id)
+    add(getattr(tokenizer, "eos_token_id", None))
+    vocab = tokenizer.get_vocab()
+    for tok in END_OF_TURN_TOKENS:
+        if tok in vocab:
+            add(vocab[tok])
+    return ids
+
+
+def _max_context(config: Any) -> int:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(text, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def _finish(model: Any, tokenizer: Any, device: torch.device, dtype: torch.dtype,
+            kind: Literal["causal", "encoder"]) -> LoadedModel:
+    model.eval()
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        config=model.config,
+        device=device,
+        dtype=dtype,
+        max_context=_max_context(model.config),
+        eos_token_ids=_eos_ids(model, tokenizer) if kind == "causal" else [],
+        kind=kind,
+    )
+
+
+def load_pretrained_dir(model_dir: Path, opts: LoadOptions,
+                        kind: Literal["causal", "encoder"] = "causal") -> LoadedModel:
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    apply_num_thread(opts.num_thread)
+    device = torch.device(opts.device)
+    dtype = opts.dtype or default_dtype(device)
+    auto = AutoModelForCausalLM if kind == "causal" else AutoModel
+    model = auto.from_pretrained(str(model_dir), dtype=dtype).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    return _finish(model, tokenizer, device, dtype, kind)
+
+
+def load_gguf(gguf_path: Path, digest: str, opts: LoadOptions) -> LoadedModel:
+    """A causal LM from a GGUF blob, through the safetensors conversion cache."""
+    return load_pretrained_dir(converted_dir(Path(gguf_path), digest, opts.cache_dir), opts)
+
+
+def load_safetensors(files: Mapping[str, Path], opts: LoadOptions,
+                     kind: Literal["causal", "encoder"] = "causal") -> LoadedModel:
+    """A model from {relative file name -> blob path} (config.json, *.safetensors, tokenizer)."""
+    return load_pretrained_dir(linked_dir(files, opts.cache_dir), opts, kind)

@@ -1,0 +1,131 @@
+"""Runs one engine step as ONE forward pass over a flattened batch, then samples.
+
+The scheduled sequences' new tokens are concatenated into `input_ids [1, T]` with their own
+`position_ids`; the paged-attention metadata travels with the forward's keyword arguments.
+transformers builds no mask (our attention name has no mask function) and no cache
+(`use_cache=False`), and only the last token of each sequence that samples goes through the
+LM head (`logits_to_keep` as a tensor of indices).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from backends import attention
+from backends.loader import LoadedModel
+from backends.sampling_params import SamplingParams
+
+try:
+    from backends.sampler import Sampler, SamplingRow
+except ImportError:  # pragma: no cover - until the sampler lands
+    Sampler = None  # type: ignore[assignment]
+    SamplingRow = None  # type: ignore[assignment]
+
+
+@dataclass
+class SeqChunk:
+    """One sequence's share of a step: its new tokens and where they go."""
+
+    token_ids: list[int]  # the tokens to compute this step
+    start_pos: int  # position of token_ids[0] (= tokens already in the KV cache)
+    block_table: list[int]
+    sample: bool = True  # False for a prefill chunk that does not reach the prompt's end
+    params: SamplingParams = field(default_factory=SamplingParams)
+    generator: torch.Generator | None = None
+    token_history: list[int] = field(default_factory=list)
+
+
+def kv_cache_shape(config, block_size: int) -> tuple[int, int, int, int]:
+    """(layers, block_size, kv_heads, head_dim) of a decoder's paged cache."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    return text.num_hidden_layers, block_size, kv_heads, head_dim
+
+
+def kv_block_bytes(config, block_size: int, dtype: torch.dtype) -> int:
+    layers, bs, kv_heads, head_dim = kv_cache_shape(config, block_size)
+    return 2 * layers * bs * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+
+
+class _GreedySampler:
+    def sample(self, logits: Tensor, rows) -> Tensor:
+        return logits.argmax(dim=-1)
+
+
+class ModelRunner:
+    def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int = 16):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.device = loaded.device
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.model.set_attn_implementation(attention.register())
+        layers, bs, kv_heads, head_dim = kv_cache_shape(loaded.config, block_size)
+        self.kv_caches = [
+            (
+                torch.zeros(num_blocks, bs, kv_heads, head_dim, dtype=loaded.dtype, device=self.device),
+                torch.zeros(num_blocks, bs, kv_heads, head_dim, dtype=loaded.dtype, device=self.device),
+            )
+            for _ in range(layers)
+        ]
+        self.sampler = Sampler() if Sampler is not None else _GreedySampler()
+        text = loaded.config.get_text_config() if hasattr(loaded.config, "get_text_config") else loaded.config
+        # Models with several attention kinds build one mask per kind unless handed a dict.
+        self._mask_arg = {t: None for t in set(getattr(text, "layer_types", None) or [])} or None
+
+    @torch.inference_mode()
+    def execute(self, chunks: list[SeqChunk]) -> list[int | None]:
+        """Run one step; returns the sampled token for each chunk (None where sample=False).
+
+        Decodes (one new token) must come before prefill chunks.
+        """
+        if not chunks:
+            return []
+        input_ids: list[int] = []
+        positions: list[int] = []
+        last_index: list[int] = []
+        for c in chunks:
+            input_ids.extend(c.token_ids)
+            positions.extend(range(c.start_pos, c.start_pos + len(c.token_ids)))
+            if c.sample:
+                last_index.append(len(input_ids) - 1)
+        meta = attention.build_metadata(
+            self.kv_caches,
+            [len(c.token_ids) for c in chunks],
+            [c.start_pos + len(c.token_ids) for c in chunks],
+            [c.block_table for c in chunks],
+            self.block_size,
+            self.device,
+        )
+        if not last_index:
+            self._forward(input_ids, positions, meta, torch.tensor([len(input_ids) - 1]))
+            return [None] * len(chunks)
+        logits = self._forward(input_ids, positions, meta, torch.tensor(last_index))
+        rows = [self._row(c) for c in chunks if c.sample]
+        sampled = self.sampler.sample(logits.float(), rows).tolist()
+        it = iter(sampled)
+        return [next(it) if c.sample else None for c in chunks]
+
+    def _forward(self, input_ids: list[int], positions: list[int],
+                 meta: attention.AttentionMetadata, keep: Tensor) -> Tensor:
+        dev = self.device
+        out = self.model(
+            input_ids=torch.tensor([input_ids], device=dev),
+            position_ids=torch.tensor([positions], device=dev),
+            attention_mask=self._mask_arg,
+            use_cache=False,
+            logits_to_keep=keep.to(dev),
+            **{attention.METADATA_KWARG: meta},
+        )
+        return out.logits[0]
+
+    @staticmethod
+    def _row(c: SeqChunk):
+        if SamplingRow is None:
+            return None
+        return SamplingRow(params=c.params, generator=c.generator, token_history=c.token_history)

@@ -1,0 +1,404 @@
+"""One loaded model's engine: a daemon thread running scheduler steps, fed from asyncio.
+
+`add_request` may be called from any thread. Requests and aborts reach the engine thread
+through a command queue; outputs go back through each request's `RequestStream`, which hands
+them to the caller's asyncio loop with `call_soon_threadsafe` (or to a plain blocking queue
+when the caller has no running loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from backends.loader import LoadedModel
+from backends.model_runner import ModelRunner, SeqChunk, kv_block_bytes
+from backends.sampling_params import SamplingParams
+from registry.errors import APIError
+from scheduler.block_manager import BlockManager
+from scheduler.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
+from scheduler.sequence import Sequence, SequenceStatus
+
+try:
+    from backends.detokenizer import IncrementalDetokenizer
+except ImportError:  # pragma: no cover - until the detokenizer lands
+    IncrementalDetokenizer = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+QUEUE_FULL = "server busy, please try again.  maximum pending requests exceeded"
+PROMPT_TOO_LONG = (
+    "the prompt is longer than the context length currently available to the model; shorten "
+    "the prompt, adjust the context length in settings, or use a model with a longer context length"
+)
+
+
+@dataclass
+class EngineConfig:
+    block_size: int = 16
+    num_kv_blocks: int | None = None  # overrides kv_memory_bytes
+    kv_memory_bytes: int = 1 << 30
+    max_num_seqs: int | None = None  # None: as many as the KV pool holds at num_ctx, >= 16
+    max_num_batched_tokens: int = 512
+    num_ctx: int = 4096
+    max_queue: int = 512
+    enable_prefix_caching: bool = True
+    context_shift: bool = True
+    num_keep: int = 4
+
+
+@dataclass
+class RequestOutput:
+    request_id: str
+    text: str = ""  # new text since the previous output
+    token_ids: list[int] = field(default_factory=list)  # new tokens since the previous output
+    finished: bool = False
+    done_reason: str | None = None  # "stop" | "length" when finished
+    prompt_eval_count: int = 0
+    eval_count: int = 0
+    prompt_eval_duration: int = 0  # ns
+    eval_duration: int = 0  # ns
+    error: BaseException | None = None
+
+
+@dataclass
+class EngineStats:
+    running: int
+    waiting: int
+    free_blocks: int
+    total_blocks: int
+    prefix_cache_hit_tokens: int
+    prefix_cache_query_tokens: int
+    num_preemptions: int
+
+
+_END = object()
+
+
+class RequestStream:
+    """One request's outputs: async-iterable from the loop that created it, else iterable."""
+
+    def __init__(self, engine: "LLMEngine", request_id: str):
+        self.request_id = request_id
+        self._engine = engine
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._aqueue: asyncio.Queue | None = asyncio.Queue() if self._loop else None
+        self._squeue: queue.SimpleQueue | None = None if self._loop else queue.SimpleQueue()
+        self.finished = False
+
+    def put(self, item: RequestOutput | BaseException) -> None:
+        """Called from the engine thread."""
+        if self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._aqueue.put_nowait, item)
+            except RuntimeError:  # the loop is closed; nobody is listening any more
+                pass
+        else:
+            self._squeue.put(item)
+
+    def _unwrap(self, item):
+        if isinstance(item, BaseException):
+            self.finished = True
+            raise item
+        if item.finished:
+            self.finished = True
+        return item
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> RequestOutput:
+        if self.finished or self._aqueue is None:
+            raise StopAsyncIteration
+        try:
+            return self._unwrap(await self._aqueue.get())
+        except asyncio.CancelledError:
+            self.abort()
+            raise
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> RequestOutput:
+        if self.finished or self._squeue is None:
+            raise StopIteration
+        return self._unwrap(self._squeue.get())
+
+    def abort(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self._engine.abort(self.request_id)
+
+    async def aclose(self) -> None:
+        self.abort()
+
+    def close(self) -> None:
+        self.abort()
+
+
+class _SimpleDetokenizer:
+    """Fallback while the real incremental detokenizer is missing: no stop strings."""
+
+    stopped = False
+
+    def __init__(self, tokenizer, stop, prompt_token_ids=None):
+        self._tok, self._ids, self._sent = tokenizer, [], 0
+
+    def add(self, token_id: int) -> str:
+        self._ids.append(token_id)
+        text = self._tok.decode(self._ids)
+        if text.endswith("\ufffd"):
+            return ""
+        new, self._sent = text[self._sent:], len(text)
+        return new
+
+    def flush(self) -> str:
+        return ""
+
+
+class LLMEngine:
+    def __init__(self, loaded: LoadedModel, config: EngineConfig | None = None, start: bool = True):
+        self.loaded = loaded
+        self.config = cfg = config or EngineConfig()
+        self.num_ctx = max(4, min(cfg.num_ctx, loaded.max_context))
+        num_blocks = cfg.num_kv_blocks or max(
+            1, cfg.kv_memory_bytes // kv_block_bytes(loaded.config, cfg.block_size, loaded.dtype)
+        )
+        # A lone sequence must always fit, or preemption could never make room for it.
+        self.num_ctx = min(self.num_ctx, num_blocks * cfg.block_size)
+        max_seqs = cfg.max_num_seqs or max(16, num_blocks * cfg.block_size // self.num_ctx)
+        self.runner = ModelRunner(loaded, num_blocks, cfg.block_size)
+        self.block_manager = BlockManager(num_blocks, cfg.block_size, cfg.enable_prefix_caching)
+        self.scheduler = Scheduler(
+            SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens),
+            self.block_manager,
+        )
+        self.eos_token_ids = set(loaded.eos_token_ids)
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._requests: dict[str, Sequence] = {}
+        self._lock = threading.Lock()
+        self._num_pending = 0  # added, not yet running or finished
+        self._ids = itertools.count()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        if start:
+            self.start()
+
+    # ---- caller side (any thread) -------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="corral-engine", daemon=True)
+            self._thread.start()
+
+    def add_request(
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        num_keep: int | None = None,
+    ) -> RequestStream:
+        if not prompt_token_ids:
+            raise APIError(400, "prompt is empty")
+        with self._lock:
+            if self._num_pending >= self.config.max_queue:
+                raise APIError(503, QUEUE_FULL)
+            self._num_pending += 1
+        request_id = request_id or f"req-{next(self._ids)}"
+        stream = RequestStream(self, request_id)
+        try:
+            seq = self._new_sequence(list(prompt_token_ids), params, request_id, num_keep)
+        except BaseException:
+            with self._lock:
+                self._num_pending -= 1
+            raise
+        seq.stream = stream
+        self._commands.put(("add", seq))
+        return stream
+
+    def abort(self, request_id: str) -> None:
+        self._commands.put(("abort", request_id))
+
+    def stats(self) -> EngineStats:
+        bm = self.block_manager
+        return EngineStats(
+            running=len(self.scheduler.running),
+            waiting=len(self.scheduler.waiting) + self._commands.qsize(),
+            free_blocks=bm.num_free_blocks,
+            total_blocks=bm.num_blocks,
+            prefix_cache_hit_tokens=bm.prefix_hit_tokens,
+            prefix_cache_query_tokens=bm.prefix_query_tokens,
+            num_preemptions=self.scheduler.num_preemptions,
+        )
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self._stopped.set()
+        self._commands.put(("wake", None))
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    # ---- engine thread ------------------------------------------------------------------
+
+    def _new_sequence(self, prompt: list[int], params: SamplingParams, request_id: str,
+                      num_keep: int | None) -> Sequence:
+        keep = self.config.num_keep if num_keep is None else num_keep
+        keep = max(0, min(keep, self.num_ctx // 2))
+        if len(prompt) >= self.num_ctx:
+            if not self.config.context_shift:
+                raise APIError(400, PROMPT_TOO_LONG)
+            prompt = self._shift(prompt, keep, len(prompt) - self.num_ctx // 2)
+        detok_cls = IncrementalDetokenizer or _SimpleDetokenizer
+        seq = Sequence(prompt_token_ids=prompt, params=params, request_id=request_id,
+                       num_ctx=self.num_ctx, num_keep=keep)
+        seq.detokenizer = detok_cls(self.loaded.tokenizer, list(params.stop), prompt_token_ids=prompt)
+        return seq
+
+    @staticmethod
+    def _shift(tokens: list[int], keep: int, discard: int) -> list[int]:
+        discard = max(1, min(discard, len(tokens) - keep - 1))
+        return tokens[:keep] + tokens[keep + discard:]
+
+    def _loop(self) -> None:
+        while not self._stopped.is_set():
+            self._drain_commands(block=not self.scheduler.has_work())
+            if self._stopped.is_set():
+                break
+            if self.scheduler.has_work():
+                try:
+                    self.step()
+                except Exception as exc:  # noqa: BLE001 - fail the requests, keep the engine
+                    log.exception("engine step failed")
+                    self._fail_all(exc)
+        self._fail_all(APIError(500, "model unloaded"))
+
+    def _drain_commands(self, block: bool) -> None:
+        try:
+            cmd, arg = self._commands.get(timeout=0.5) if block else self._commands.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if cmd == "add":
+                self._requests[arg.request_id] = arg
+                self.scheduler.add(arg)
+            elif cmd == "abort":
+                seq = self._requests.get(arg)
+                if seq is not None:
+                    self._finish(seq, None)
+                    seq.stream.put(RequestOutput(request_id=seq.request_id, finished=True))
+            try:
+                cmd, arg = self._commands.get_nowait()
+            except queue.Empty:
+                return
+
+    def step(self) -> None:
+        """Schedule, run one forward, and process its tokens."""
+        batch = self.scheduler.schedule()
+        if batch.is_empty:
+            return
+        now = time.perf_counter_ns()
+        chunks = []
+        for seq, n in batch.entries:
+            if seq.first_scheduled_ns == 0:
+                seq.first_scheduled_ns = now
+            start = seq.num_computed_tokens
+            chunks.append(SeqChunk(
+                token_ids=seq.token_ids[start:start + n],
+                start_pos=start,
+                block_table=seq.block_table,
+                sample=start + n == seq.num_tokens,
+                params=seq.params,
+                generator=seq.generator,
+                token_history=seq.token_ids,
+            ))
+        sampled = self.runner.execute(chunks)
+        self._update(batch, sampled)
+
+    def _update(self, batch: ScheduledBatch, sampled: list[int | None]) -> None:
+        now = time.perf_counter_ns()
+        for (seq, n), token in zip(batch.entries, sampled):
+            seq.num_computed_tokens += n
+            self.block_manager.cache_full_blocks(seq)
+            if token is None:
+                continue
+            if seq.first_token_ns == 0:
+                seq.first_token_ns = now
+                with self._lock:
+                    self._num_pending -= 1
+            self._on_token(seq, token, now)
+
+    def _on_token(self, seq: Sequence, token: int, now: int) -> None:
+        if token in self.eos_token_ids:
+            seq.output_token_ids.append(token)
+            self._emit(seq, seq.detokenizer.flush(), [token], now, "stop")
+            return
+        seq.append_token(token)
+        text = seq.detokenizer.add(token)
+        params = seq.params
+        if seq.detokenizer.stopped:
+            self._emit(seq, text, [token], now, "stop")
+        elif 0 <= params.num_predict <= seq.num_output_tokens or (
+            params.num_predict < 0 and seq.num_output_tokens >= 10 * self.num_ctx
+        ):
+            self._emit(seq, text + seq.detokenizer.flush(), [token], now, "length")
+        elif seq.num_tokens > self.num_ctx:
+            if self.config.context_shift:
+                seq.token_ids = self._shift(seq.token_ids, seq.num_keep,
+                                            (seq.num_tokens - seq.num_keep) // 2)
+                self.scheduler.recompute(seq)
+                self._emit(seq, text, [token], now, None)
+            else:
+                self._emit(seq, text + seq.detokenizer.flush(), [token], now, "length")
+        else:
+            self._emit(seq, text, [token], now, None)
+
+    def _emit(self, seq: Sequence, text: str, token_ids: list[int], now: int, reason: str | None) -> None:
+        out = RequestOutput(request_id=seq.request_id, text=text, token_ids=token_ids)
+        if reason is not None:
+            out.finished, out.done_reason = True, reason
+            out.prompt_eval_count = seq.num_prompt_tokens
+            out.eval_count = seq.num_output_tokens
+            out.prompt_eval_duration = seq.first_token_ns - seq.first_scheduled_ns
+            out.eval_duration = now - seq.first_token_ns
+            self._finish(seq, reason)
+        seq.stream.put(out)
+
+    def _finish(self, seq: Sequence, reason: str | None) -> None:
+        if seq.is_finished:
+            return
+        if seq.first_token_ns == 0:
+            with self._lock:
+                self._num_pending -= 1
+        self.scheduler.finish(seq, reason)
+        self._requests.pop(seq.request_id, None)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for seq in list(self._requests.values()):
+            self._finish(seq, None)
+            seq.stream.put(exc)
+        while True:
+            try:
+                cmd, arg = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if cmd == "add":
+                with self._lock:
+                    self._num_pending -= 1
+                arg.stream.put(exc)
+
+    # ---- synchronous helper (tests, offline use) ------------------------------------------
+
+    def generate(self, prompt_token_ids: list[int], params: SamplingParams) -> list[int]:
+        """Blocking: all output tokens of one request."""
+        tokens: list[int] = []
+        for out in self.add_request(prompt_token_ids, params):
+            tokens.extend(out.token_ids)
+        return tokens
+
