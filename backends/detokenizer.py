@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 _REPLACEMENT = "\ufffd"
-# Tokens kept before the read offset as decoding context (leading-space rules).
+# Prompt tokens kept as the first output token's decoding context (leading-space rules).
 _CONTEXT_TOKENS = 5
 # A UTF-8 character is at most 4 bytes; a window still ending in U+FFFD after this many
 # pending tokens holds a genuine replacement character, not a split one.
@@ -40,6 +40,7 @@ class IncrementalDetokenizer:
         skip_special_tokens: bool = False,
     ):
         self._tokenizer = tokenizer
+        self._is_transformers = hasattr(tokenizer, "convert_ids_to_tokens")
         self._skip_special = skip_special_tokens
         self._stop = [s for s in (stop or []) if s]
         self._ids: list[int] = list(prompt_token_ids[-_CONTEXT_TOKENS:]) if prompt_token_ids else []
@@ -75,14 +76,12 @@ class IncrementalDetokenizer:
         return self._emit(text)
 
     def _decode(self, ids: list[int]) -> str:
-        try:
+        if self._is_transformers:
+            # Clean-up would rewrite " ." to "." inside the window and break the diff.
             return self._tokenizer.decode(
-                ids,
-                skip_special_tokens=self._skip_special,
-                clean_up_tokenization_spaces=False,
+                ids, skip_special_tokens=self._skip_special, clean_up_tokenization_spaces=False
             )
-        except TypeError:  # a bare `tokenizers.Tokenizer`
-            return self._tokenizer.decode(ids, skip_special_tokens=self._skip_special)
+        return self._tokenizer.decode(ids, skip_special_tokens=self._skip_special)
 
     def _decode_new(self, final: bool) -> str:
         if self._read_offset >= len(self._ids):
@@ -95,7 +94,10 @@ class IncrementalDetokenizer:
         # Slice by length, not by prefix match: vLLM's rule, robust to decoders that rewrite
         # the window's first characters the same way in both decodes.
         new = full[len(prefix) :]
-        self._ids = self._ids[-_CONTEXT_TOKENS:]
+        # The tokens just emitted become the next context: they start on a character
+        # boundary, whereas a fixed-size tail could start inside a byte-fallback run, and
+        # the decoder would then turn the whole run, new character included, into U+FFFD.
+        self._ids = self._ids[self._read_offset :]
         self._read_offset = len(self._ids)
         return new
 
