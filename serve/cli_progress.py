@@ -93,9 +93,8 @@ class _Render:
         self.progress = progress
 
     def __rich__(self) -> Text:
-        width = self.progress.console.width
         with self.progress.lock:
-            lines = [state.render(width) for state in self.progress.states]
+            lines = [state.render(self.progress.width) for state in self.progress.states]
         return Text("\n".join(lines), no_wrap=True, overflow="crop")
 
 
@@ -104,6 +103,11 @@ class Progress:
 
     def __init__(self, transient: bool = False, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=False)
+        # Bars fill the terminal; off one nothing redraws, so lines (digests) are never cropped
+        # and bars take Ollama's default width of 80.
+        self.width = self.console.width if self.console.is_terminal else 80
+        if not self.console.is_terminal:
+            self.console = Console(stderr=True, highlight=False, soft_wrap=False, width=100_000)
         self.states: list[Spinner | Bar] = []
         self.lock = threading.Lock()
         self.transient = transient
