@@ -161,6 +161,13 @@ def cmd_push(args: argparse.Namespace, client: Client) -> int:
         raise
     finally:
         printer.stop()
+    from registry.names import ModelName
+
+    name = ModelName.parse(args.model)
+    destination = str(name)
+    if name.host.endswith(".ollama.ai") or name.host.endswith(".ollama.com"):
+        destination = "https://ollama.com/" + name.display_shortest().removesuffix(":latest")
+    _out(f"\nYou can find your model at:\n\n\t{destination}")
     return 0
 
 
@@ -177,7 +184,7 @@ def cmd_run(args: argparse.Namespace, client: Client) -> int:
 
 
 def print_version(client: Client) -> int:
-    from serve.version import CORRAL_VERSION
+    from serve.version import CORRAL_VERSION, OLLAMA_API_VERSION
 
     server_version = ""
     try:
@@ -186,7 +193,8 @@ def print_version(client: Client) -> int:
         _out("Warning: could not connect to a running corral instance")
     if server_version:
         _out(f"corral version is {server_version}")
-    if server_version != CORRAL_VERSION:
+    # The server reports the Ollama API level it implements; a client built for another level warns.
+    if server_version != OLLAMA_API_VERSION:
         _out(f"Warning: client version is {CORRAL_VERSION}")
     return 0
 

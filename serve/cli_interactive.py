@@ -11,7 +11,7 @@ from typing import Any
 from registry.errors import APIError
 from registry.modelfile import format_params, go_v
 from serve.cli_client import Client, StatusError
-from serve.cli_run import RunOptions, chat, infer_think, load_model
+from serve.cli_run import RunOptions, chat, extract_file_data, extract_file_names, infer_think, is_multimodal, load_model
 from serve.cli_show import show_info
 
 PROMPT, ALT_PROMPT = ">>> ", "... "
@@ -27,7 +27,6 @@ USAGE = """Available Commands:
   /? shortcuts    Help for keyboard shortcuts
 
 Use \"\"\" to begin a multi-line message.
-
 """
 
 USAGE_SET = """Available Commands:
@@ -182,7 +181,7 @@ class Session:
                 self.buffer += text + "\n"
                 self.multiline = "prompt"
                 return None
-        elif line.startswith("/"):
+        elif line.startswith("/") and not self._starts_with_file(line):
             return self.command(line)
         else:
             self.buffer += line
@@ -191,8 +190,17 @@ class Session:
             self.buffer = ""
         return None
 
+    def _starts_with_file(self, line: str) -> bool:
+        first = line.split()[0]
+        return self.opts.multimodal and any(f.startswith(first) for f in extract_file_names(line))
+
     def send(self, text: str) -> None:
-        self.opts.messages.append({"role": "user", "content": text})
+        message: dict[str, Any] = {"role": "user", "content": text}
+        if self.opts.multimodal:
+            message["content"], images = extract_file_data(text)
+            if images:
+                message["images"] = images
+        self.opts.messages.append(message)
         try:
             reply = chat(self.client, self.opts)
         except StatusError as exc:
@@ -237,6 +245,9 @@ class Session:
             _err(USAGE_SHORTCUTS)
         elif not topic:
             _err(USAGE)
+            if self.opts.multimodal:
+                _err("Use /path/to/file to include .jpg, .png, .webp images, or .wav audio files.\n")
+            _err("\n")
 
     def cmd_list(self, args: list[str], line: str) -> None:
         from serve.cli import cmd_list
@@ -266,6 +277,7 @@ class Session:
             self.opts.parent_model = (info.get("details") or {}).get("parent_model") or ""
             self.opts.loaded_messages = list(info.get("messages") or [])
             self.opts.think = infer_think(info, self.opts)
+            self.opts.multimodal = is_multimodal(info)
             load_model(self.client, self.opts)
         except StatusError as exc:
             if "not found" in str(exc):

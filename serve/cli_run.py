@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import math
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from rich.cells import cell_len
 
 from serve.cli_client import Client, StatusError
 from serve.cli_format import go_duration, metrics_summary
@@ -39,6 +44,7 @@ class RunOptions:
     think_explicit: bool = False
     hide_thinking: bool = False
     verbose: bool = False
+    multimodal: bool = False
     parent_model: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -82,6 +88,56 @@ def think_value(raw: str | None) -> Any:
     raise CLIError(f'invalid value for --think: "{raw}" (must be true, false, high, medium, low, or max)')
 
 
+# -- images and audio in prompts (cmd/interactive.go extractFileData) -------------------------
+
+_FILE_PATH = re.compile(r"(?:[a-zA-Z]:)?(?:\./|/|\\)[\S\\ ]+?\.(?i:jpg|jpeg|png|webp|wav)\b")
+_UNESCAPE = re.compile(r"\\([ ()\[\]{}$&;'\\*?~])")
+MAX_FILE_BYTES = 100 * 1024 * 1024
+
+
+def extract_file_names(text: str) -> list[str]:
+    return _FILE_PATH.findall(text)
+
+
+def _media_kind(head: bytes) -> str | None:
+    if head.startswith(b"\xff\xd8\xff") or head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio"
+    return None
+
+
+def extract_file_data(text: str) -> tuple[str, list[str]]:
+    """Paths of images/audio in a prompt become base64 attachments and leave the text."""
+    from serve.cli import CLIError
+
+    images: list[str] = []
+    for raw in extract_file_names(text):
+        path = Path(_UNESCAPE.sub(r"\1", raw))
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        kind = _media_kind(data[:16])
+        if kind is None:
+            raise CLIError(f"invalid file type: {path}")
+        if len(data) > MAX_FILE_BYTES:
+            raise CLIError("file size exceeds maximum limit (100MB)")
+        _err(f"Added {kind} '{path}'\n")
+        for form in (f"'{path}'", f"'{raw}'", raw):
+            text = text.replace(form, "")
+        images.append(base64.b64encode(data).decode("ascii"))
+    return text.strip(), images
+
+
+def is_multimodal(info: dict[str, Any]) -> bool:
+    capabilities = info.get("capabilities") or []
+    if "vision" in capabilities or "audio" in capabilities or info.get("projector_info"):
+        return True
+    return any(".vision." in key for key in info.get("model_info") or {})
+
+
 # -- output -----------------------------------------------------------------------------------
 
 
@@ -104,18 +160,21 @@ class Display:
         out: list[str] = []
         for ch in content:
             if self.line_length + 1 > self.width - 5:
-                if len(self.word_buffer) > self.width - 10:
+                if cell_len(self.word_buffer) > self.width - 10:
                     out.append(self.word_buffer + ch)
                     self.word_buffer, self.line_length = "", 0
                     continue
                 if self.word_buffer:
-                    out.append(f"\x1b[{len(self.word_buffer)}D")  # back over the partial word
+                    out.append(f"\x1b[{cell_len(self.word_buffer)}D")  # back over the partial word
                 out.append("\x1b[K\n" + self.word_buffer + ch)
-                self.line_length = len(self.word_buffer) + 1
+                self.line_length = cell_len(self.word_buffer) + cell_len(ch)
                 continue
             out.append(ch)
-            self.line_length += 1
-            if ch in " \t":
+            width = cell_len(ch)
+            self.line_length += width
+            if width >= 2:
+                self.word_buffer = ""  # wide (CJK) characters break anywhere
+            elif ch in " \t":
                 self.word_buffer = ""
             elif ch in "\r\n":
                 self.line_length, self.word_buffer = 0, ""
@@ -198,6 +257,10 @@ def generate(client: Client, opts: RunOptions) -> None:
     """One prompt through /api/generate, streamed to stdout (the non-interactive path)."""
     req = _request_common(opts)
     req["prompt"] = opts.prompt
+    if opts.multimodal:
+        req["prompt"], images = extract_file_data(opts.prompt)
+        if images:
+            req["images"] = images
     if opts.system:
         req["system"] = opts.system
     responder = Responder(opts)
@@ -324,6 +387,7 @@ def run(client: Client, args: argparse.Namespace) -> int:
     opts.think = infer_think(info, opts)
     opts.parent_model = (info.get("details") or {}).get("parent_model") or ""
     opts.loaded_messages = list(info.get("messages") or [])
+    opts.multimodal = is_multimodal(info)
     capabilities = info.get("capabilities") or []
     if "embedding" in capabilities and "completion" not in capabilities:
         return embed(client, opts, args.truncate, args.dimensions)

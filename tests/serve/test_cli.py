@@ -6,6 +6,7 @@ side, so that the CLI (the unit under test) is exercised over real HTTP and NDJS
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -26,6 +27,7 @@ from starlette.routing import Route
 
 from serve import cli, cli_run
 from serve.cli import main
+from serve.version import CORRAL_VERSION, OLLAMA_API_VERSION
 
 DIGEST = "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72"
 LAYER = "sha256:6a0746a1ec1aef3e7ec53868f220ff6e389f6f8ef87a01d77c96807de94ca2aa"
@@ -48,6 +50,7 @@ class FakeOllama:
             "llama3.2:latest": {"capabilities": ["completion", "tools"], "messages": []},
             "qwen3:latest": {"capabilities": ["completion", "thinking"]},
             "all-minilm:latest": {"capabilities": ["embedding"]},
+            "llava:latest": {"capabilities": ["completion", "vision"]},
         }
         self.pullable = {"gemma3:270m"}
         self.loaded = {"llama3.2:latest"}
@@ -112,7 +115,7 @@ async def ps(request: Request) -> Response:
 
 
 async def version(request: Request) -> Response:
-    return JSONResponse({"version": "0.33.0"})
+    return JSONResponse({"version": OLLAMA_API_VERSION})
 
 
 async def show(request: Request) -> Response:
@@ -426,11 +429,8 @@ def test_connection_refused(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
 
 
 def test_version_with_and_without_server(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from serve.version import CORRAL_VERSION
-
     assert main(["-v"]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("corral version is 0.33.0\n")
+    assert capsys.readouterr().out == f"corral version is {OLLAMA_API_VERSION}\n"
     monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{_free_port()}")
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == (
@@ -465,10 +465,15 @@ def test_pull_error_mid_stream(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_push_progress_and_unauthorized(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["push", "me/model"]) == 0
-    lines = _lines(capsys.readouterr().err)
+    captured = capsys.readouterr()
+    assert captured.out == "\nYou can find your model at:\n\n\thttps://ollama.com/me/model\n"
+    lines = _lines(captured.err)
     assert lines[0] == "retrieving manifest"
     assert lines[1].startswith("pushing 6a0746a1ec1a 100% ▕")
     assert lines[2:] == ["pushing manifest", "success"]
+    assert main(["push", "localhost:5000/me/model", "--insecure"]) == 0
+    assert capsys.readouterr().out.endswith("\tlocalhost:5000/me/model:latest\n")
+    assert FAKE.sent("/api/push")[-1] == {"model": "localhost:5000/me/model", "insecure": True, "stream": True}
     assert main(["push", "someoneelse/model"]) == 1
     assert capsys.readouterr().err.endswith(
         "Error: you are not authorized to push to this namespace, create the model under a namespace you own\n"
@@ -712,3 +717,25 @@ def test_interactive_preload_fails_on_unsupported_think(monkeypatch: pytest.Monk
     _drive(monkeypatch, ["/bye"])
     assert main(["run", "llama3.2", "--think"]) == 1
     assert capsys.readouterr().err == 'Error: "llama3.2" does not support thinking\n'
+
+
+def test_run_vision_model_attaches_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "cat pic.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 32)
+    escaped = str(png).replace(" ", "\\ ")
+    assert main(["run", "llava", f"describe {escaped} please"]) == 0
+    captured = capsys.readouterr()
+    assert f"Added image '{png}'" in captured.err
+    req = FAKE.sent("/api/generate")[0]
+    assert req["prompt"] == "describe  please"
+    assert req["images"] == [base64.b64encode(png.read_bytes()).decode()]
+
+
+def test_interactive_image_line_is_not_a_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    img = tmp_path / "x.jpg"
+    img.write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 32)
+    _drive(monkeypatch, [f"{img} what is this", "/bye"])
+    assert main(["run", "llava"]) == 0
+    message = FAKE.sent("/api/chat")[0]["messages"][0]
+    assert message["content"] == "what is this"
+    assert len(message["images"]) == 1
