@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from serve import cli, cli_run
+from serve import cli_run
 from serve.cli import main
 from serve.version import CORRAL_VERSION, OLLAMA_API_VERSION
 
