@@ -739,3 +739,17 @@ def test_interactive_image_line_is_not_a_command(tmp_path: Path, monkeypatch: py
     message = FAKE.sent("/api/chat")[0]["messages"][0]
     assert message["content"] == "what is this"
     assert len(message["images"]) == 1
+
+
+@pytest.mark.parametrize("command", ["serve", "start"])
+def test_serve_runs_the_server_with_settings_from_env(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    seen = []
+    fake = types.ModuleType("serve.server")
+    fake.run = seen.append  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "serve.server", fake)
+    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0:12345")
+    assert main([command]) == 0
+    assert len(seen) == 1 and seen[0].host.port == 12345 and seen[0].host.host == "0.0.0.0"
