@@ -192,11 +192,13 @@ class _Builder:
         self.store = store
         self.layers: list[Layer] = []
         self.statuses: list[str] = []
+        self.data: dict[str, bytes] = {}
 
     def add_blob(self, media_type: str, data: bytes, name: str = "") -> Layer:
         existed = self.store.has_blob(_digest(data))
         digest, size = self.store.write_blob(data)
         layer = Layer(media_type, digest, size, name=name)
+        self.data[digest] = data
         self._note(layer, existed)
         self.layers.append(layer)
         return layer
@@ -297,6 +299,9 @@ def _run(store: Store, req: CreateRequest, name: ModelName, base: Any, noprune: 
         yield {"status": f"using autodetected template {autodetected}"}
     yield {"status": "writing manifest"}
     with store.lock(name), store.gc_lock:
+        for layer in b.layers:  # a concurrent create of this name may have pruned a shared blob
+            if layer.digest in b.data and not store.has_blob(layer.digest):
+                store.write_blob(b.data[layer.digest])
         cdigest, csize = store.write_blob(config.to_bytes())
         manifest = Manifest(config=Layer(MEDIA_TYPE_CONFIG, cdigest, csize), layers=b.layers)
         old: Manifest | None = None

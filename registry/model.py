@@ -12,6 +12,7 @@ is its path relative to the model directory, and each config/tokenizer file (`*.
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
@@ -140,11 +141,14 @@ class Model:
     @cached_property
     def metadata(self) -> ModelMetadata | None:
         """GGUF or safetensors metadata of the weights (tensor data is never read)."""
-        if self.is_safetensors:
-            files = self.safetensors_files
-            return read_safetensors(files) if files else None
-        path = self.weights_path
-        return read_gguf(path) if path is not None and path.is_file() else None
+        try:
+            if self.is_safetensors:
+                files = self.safetensors_files
+                return read_safetensors(files) if files else None
+            path = self.weights_path
+            return read_gguf(path) if path is not None and path.is_file() else None
+        except (OSError, ValueError, KeyError, struct.error):
+            return None  # unreadable weights: show/list still answer, as Ollama's do
 
     @cached_property
     def capabilities(self) -> list[str]:
