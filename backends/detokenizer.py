@@ -13,6 +13,8 @@ stop string is held back; once a stop string matches, it and everything after it
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Any
 
 _REPLACEMENT = "\ufffd"
@@ -43,7 +45,7 @@ class IncrementalDetokenizer:
         self._is_transformers = hasattr(tokenizer, "convert_ids_to_tokens")
         self._skip_special = skip_special_tokens
         self._stop = [s for s in (stop or []) if s]
-        self._ids: list[int] = list(prompt_token_ids[-_CONTEXT_TOKENS:]) if prompt_token_ids else []
+        self._ids = self._prompt_context(prompt_token_ids or [])
         self._read_offset = len(self._ids)  # ids before it are emitted context
         self._pending = ""  # decoded, not yet emitted (a possible stop-string start)
         self._emitted: list[str] = []
@@ -74,6 +76,14 @@ class IncrementalDetokenizer:
         if stop_at is not None:
             text = text[:stop_at]
         return self._emit(text)
+
+    def _prompt_context(self, prompt: list[int]) -> list[int]:
+        # A context that starts inside a byte-fallback run would decode its whole run, and
+        # the first output character with it, to U+FFFD; start after the broken bytes.
+        context = list(prompt[-_CONTEXT_TOKENS:])
+        while context and self._decode(context).startswith(_REPLACEMENT):
+            context.pop(0)
+        return context
 
     def _decode(self, ids: list[int]) -> str:
         if self._is_transformers:
@@ -136,3 +146,43 @@ class IncrementalDetokenizer:
         if text:
             self._emitted.append(text)
         return text
+
+
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+@lru_cache(maxsize=1)
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-to-printable-character table, inverted: byte-level BPE pieces spell each
+    byte as one printable character (space is `Ġ`)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[chr(b)] = b
+        else:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+def token_bytes(tokenizer: Any, token_id: int) -> bytes:
+    """The UTF-8 bytes one token stands for, as Ollama's logprobs report them (§2.9):
+    `<0xNN>` byte-fallback tokens give their byte, sentencepiece `▁` a space, byte-level
+    BPE pieces their raw bytes; special tokens their text."""
+    if hasattr(tokenizer, "convert_ids_to_tokens"):
+        piece = tokenizer.convert_ids_to_tokens(int(token_id))
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+    else:
+        piece = tokenizer.id_to_token(int(token_id))
+        backend = getattr(tokenizer, "_tokenizer", tokenizer)
+    if piece is None:
+        return b""
+    if m := _BYTE_TOKEN.fullmatch(piece):
+        return bytes([int(m.group(1), 16)])
+    decoder = getattr(backend, "decoder", None)
+    if decoder is not None and "ByteLevel" in repr(decoder):
+        alphabet = _byte_level_alphabet()
+        if all(ch in alphabet for ch in piece):
+            return bytes(alphabet[ch] for ch in piece)
+    return piece.replace("\u2581", " ").encode()

@@ -6,7 +6,7 @@ import pytest
 from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, normalizers
 from transformers import PreTrainedTokenizerFast
 
-from backends.detokenizer import IncrementalDetokenizer
+from backends.detokenizer import IncrementalDetokenizer, token_bytes
 
 
 def sentencepiece_style() -> Tokenizer:
@@ -170,3 +170,23 @@ def test_each_token_decodes_a_bounded_window():
     det = IncrementalDetokenizer(counting, ["never"], prompt_token_ids=list(range(300, 400)))
     assert "".join(stream(det, ids)) == text
     assert counting.longest <= 12
+
+
+def test_prompt_ending_inside_a_byte_run_does_not_corrupt_the_output():
+    prompt = encode(SPM, "ab😀")[-2:]  # the emoji's last two bytes, a broken run
+    det = IncrementalDetokenizer(SPM, [], prompt_token_ids=prompt)
+    assert "".join(stream(det, encode(SPM, "😀x"))) == "😀x"
+
+
+@pytest.mark.parametrize("name", ["spm-raw", "spm-transformers", "bytelevel-raw"])
+def test_token_bytes_concatenate_to_the_utf8_text(name):
+    tok = TOKENIZERS[name]
+    text = "hello wörld 😀 日本"
+    ids = encode(tok, text)
+    assert b"".join(token_bytes(tok, i) for i in ids) == text.encode()
+
+
+def test_token_bytes_of_byte_fallback_and_special_tokens():
+    assert token_bytes(SPM, SPM.token_to_id("<0xF0>")) == b"\xf0"
+    assert token_bytes(SPM, SPM.token_to_id("▁w")) == b" w"
+    assert token_bytes(SPM, SPM.token_to_id("<eot>")) == b"<eot>"

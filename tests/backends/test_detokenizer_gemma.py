@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends.detokenizer import IncrementalDetokenizer
+from backends.detokenizer import IncrementalDetokenizer, token_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def test_byte_fallback_characters_arrive_whole(gemma_tokenizer):
 
 def test_output_after_a_prompt_keeps_its_leading_space(gemma_tokenizer):
     prompt = gemma_tokenizer.encode("<start_of_turn>model\nSure", add_special_tokens=True)
-    full = gemma_tokenizer.encode("<start_of_turn>model\nSure, 日本 here", add_special_tokens=True)
+    full = gemma_tokenizer.encode("<start_of_turn>model\nSure, 日本 here")
     assert full[: len(prompt)] == prompt
     det = IncrementalDetokenizer(gemma_tokenizer, [], prompt_token_ids=prompt)
     assert "".join(stream(det, full[len(prompt) :])) == ", 日本 here"
@@ -66,3 +66,9 @@ def test_end_of_turn_stop_string_and_split_stop(gemma_tokenizer):
     ids = gemma_tokenizer.encode("one two three four", add_special_tokens=False)
     det = IncrementalDetokenizer(gemma_tokenizer, ["o thr", "never"])
     assert "".join(stream(det, ids)) == "one tw" and det.stop_string == "o thr"
+
+
+def test_token_bytes_rebuild_the_utf8_text(gemma_tokenizer):
+    text = "Hi 😀 𓀀 日本語 <end_of_turn> héllo"
+    ids = gemma_tokenizer.encode(text, add_special_tokens=False)
+    assert b"".join(token_bytes(gemma_tokenizer, i) for i in ids) == text.encode()
