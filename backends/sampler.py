@@ -148,7 +148,8 @@ class Sampler:
     ) -> None:
         device, vocab = logits.device, logits.shape[1]
         temps = torch.tensor([r.params.temperature for r in rows], device=device)
-        logits = logits / temps.unsqueeze(1)
+        # A vanishing temperature would overflow the logits to inf and the softmax to NaN.
+        logits = logits / temps.clamp(min=1e-5).unsqueeze(1)
 
         row_k = [_effective_top_k(r.params, vocab) for r in rows]
         width = max(row_k)
@@ -217,6 +218,7 @@ def _min_p(values: Tensor, min_p: list[float]) -> Tensor:
     m = torch.tensor(min_p, device=values.device).unsqueeze(1)
     probs = torch.softmax(values, dim=-1)
     drop = probs < m * probs[:, :1]
+    drop[:, 0] = False  # min_p above 1 still leaves the top token
     return values.masked_fill(drop, float("-inf"))
 
 

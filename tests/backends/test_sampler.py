@@ -237,3 +237,16 @@ def test_logprobs_of_a_truncated_row_cover_only_its_candidates():
 def test_row_count_mismatch_is_an_error():
     with pytest.raises(ValueError):
         Sampler().sample(torch.zeros(2, 4), [SamplingRow(SamplingParams())])
+
+
+def test_extreme_parameters_still_yield_a_token():
+    logits = LOGITS.unsqueeze(0).repeat(4, 1)
+    rows = [
+        SamplingRow(neutral(min_p=2.0)),
+        SamplingRow(neutral(top_p=0.0)),
+        SamplingRow(neutral(typical_p=0.0)),
+        SamplingRow(neutral(temperature=1e-30)),
+    ]
+    tokens = Sampler().sample(logits, rows)
+    assert tokens[:2].tolist() == [0, 0] and tokens[3] == 0
+    assert 0 <= tokens[2] < len(PROBS)
