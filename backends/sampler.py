@@ -192,7 +192,8 @@ class Sampler:
             if r.generator is not None:
                 own = torch.empty(row_k[j], device=r.generator.device)
                 noise[j, : row_k[j]] = own.exponential_(generator=r.generator).to(device)
-        return noise
+        # An exact 0 draw would make a masked candidate 0/0 = NaN, which argmax picks.
+        return noise.clamp_(min=1e-20)
 
 
 def _effective_top_k(p: SamplingParams, vocab: int) -> int:
