@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from serve.routes import basic, blobs
+from serve.routes import basic, blobs, models
 
 
 def all_routes() -> list[BaseRoute]:
-    return [*basic.routes, *blobs.routes]
+    return [*basic.routes, *blobs.routes, *models.routes]
