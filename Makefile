@@ -28,8 +28,12 @@ serve: install
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install-test
+# `make bench BENCH_ARGS=--quick`; set LLAMA_SERVER (bench/build_llama_server.sh) to add llama.cpp.
+$(VENV)/.installed-bench: $(VENV)/.installed
 	$(PIP) install -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

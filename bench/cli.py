@@ -239,7 +239,10 @@ async def run_corral(cfg: Config, source: PromptSource, results: BenchResults) -
 async def _corral_on(url: str, cfg: Config, source: PromptSource, results: BenchResults, levels: list[int]) -> None:
     adapter = OllamaGenerate(cfg.model)
     async with make_client(1) as client:
-        wall, _ = await load_model(client, url, cfg.model, timeout_s=cfg.load_timeout)
+        try:
+            wall, _ = await load_model(client, url, cfg.model, timeout_s=cfg.load_timeout)
+        except Exception as exc:
+            raise RuntimeError(f"loading {cfg.model} on {url}: {exc}") from exc
     results.notes.append(f"corral: first load of {cfg.model} took {wall:.1f} s (shared converted-weights cache)")
     await _warm_up(url, adapter, source, cfg)
     results.phases.extend(await sweep("corral", url, adapter, source, cfg, levels))
