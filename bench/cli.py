@@ -181,18 +181,20 @@ async def sweep(system: str, url: str, adapter, source: PromptSource, cfg: Confi
 
 
 async def corral_scenarios(url: str, source: PromptSource, cfg: Config, results: BenchResults) -> None:
+    # The busy-TTFT scenario goes last: it ends by disconnecting its background streams, and a
+    # server slow to abort them would otherwise skew the next measurement.
     runs = [
         ("prefix_cache", "Prefix cache: follow-up chat turn TTFT",
          lambda: scenarios.prefix_cache(url, cfg.model, source, reps=cfg.reps, turns=cfg.history_turns,
                                         num_predict=4, time_limit_s=cfg.phase_timeout)),
-        ("busy_ttft", f"TTFT while {cfg.batch - 1} others decode",
-         lambda: scenarios.busy_ttft(url, cfg.model, source, others=cfg.batch - 1, reps=cfg.reps, num_predict=2,
-                                     background_predict=max(512, cfg.num_predict * 8),
-                                     time_limit_s=cfg.phase_timeout)),
         ("structured", f"Structured output at C={cfg.batch}",
          lambda: scenarios.structured(url, cfg.model, source, concurrency=cfg.batch,
                                       requests_per_client=cfg.requests_per_client, num_predict=cfg.num_predict,
                                       time_limit_s=cfg.phase_timeout)),
+        ("busy_ttft", f"TTFT while {cfg.batch - 1} others decode",
+         lambda: scenarios.busy_ttft(url, cfg.model, source, others=cfg.batch - 1, reps=cfg.reps, num_predict=2,
+                                     background_predict=max(512, cfg.num_predict * 8),
+                                     time_limit_s=cfg.phase_timeout)),
     ]
     for key, title, run in runs:
         log(f"scenario: {title}")
