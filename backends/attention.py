@@ -190,13 +190,15 @@ def _torch_attention(meta: AttentionMetadata, q: Tensor, k_flat: Tensor, v_flat:
     out = torch.empty_like(q)
     nd = meta.num_decodes
     if nd:
-        keys = k_flat[lay.decode_slots].transpose(1, 2)  # [B, Hkv, K, D]
-        vals = v_flat[lay.decode_slots].transpose(1, 2)
+        shape = (*lay.decode_slots.shape, *k_flat.shape[1:])
+        flat = lay.decode_slots.view(-1)
+        keys = k_flat.index_select(0, flat).view(shape).transpose(1, 2)  # [B, Hkv, K, D]
+        vals = v_flat.index_select(0, flat).view(shape).transpose(1, 2)
         res = _attend(q[:nd, :, None, :], keys, vals, lay.decode_mask, scale, softcap)
         out[:nd] = res[:, :, 0, :]
     for start, end, slots, mask in lay.prefills:
-        keys = k_flat[slots].transpose(0, 1)[None]  # [1, Hkv, K, D]
-        vals = v_flat[slots].transpose(0, 1)[None]
+        keys = k_flat.index_select(0, slots).transpose(0, 1)[None]  # [1, Hkv, K, D]
+        vals = v_flat.index_select(0, slots).transpose(0, 1)[None]
         res = _attend(q[start:end].transpose(0, 1)[None], keys, vals, mask, scale, softcap)
         out[start:end] = res[0].transpose(0, 1)
     return out
@@ -208,8 +210,8 @@ def _flash_attention(meta: AttentionMetadata, q: Tensor, k_flat: Tensor, v_flat:
     lay = meta.layout(window)
     return flash_attn_varlen_func(
         q,
-        k_flat[lay.flat_slots],
-        v_flat[lay.flat_slots],
+        k_flat.index_select(0, lay.flat_slots),
+        v_flat.index_select(0, lay.flat_slots),
         cu_seqlens_q=meta.cu_seqlens_q,
         cu_seqlens_k=lay.cu_seqlens_k,
         max_seqlen_q=max(meta.query_lens),

@@ -65,6 +65,7 @@ def _atomic_dir(final: Path, fill) -> Path:
     """Run `fill(tmp_dir)` and rename the result to `final`; a concurrent winner is kept."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp.chmod(0o755)
     try:
         fill(tmp)
         try:
@@ -78,13 +79,19 @@ def _atomic_dir(final: Path, fill) -> Path:
     return final
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
-    """Dequantize a GGUF file into a safetensors model directory (weights, config, tokenizer)."""
+def read_gguf(gguf_path: Path) -> tuple[Any, Any]:
+    """Model (dequantized, float32) and tokenizer straight from a GGUF file: the slow path."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src, name = str(gguf_path.parent), gguf_path.name
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name)
+    return model, tokenizer
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    """Dequantize a GGUF file into a safetensors model directory (weights, config, tokenizer)."""
+    model, tokenizer = read_gguf(gguf_path)
     # The weights are plain tensors now; a GGUF quantization entry would send the next load
     # back through the GGUF path.
     if hasattr(model.config, "quantization_config"):

@@ -299,7 +299,8 @@ class LLMEngine:
                 return
 
     def step(self) -> None:
-        """Schedule, run one forward, and process its tokens."""
+        """Take new commands, schedule, run one forward, and process its tokens."""
+        self._drain_commands(block=False)
         batch = self.scheduler.schedule()
         if batch.is_empty:
             return

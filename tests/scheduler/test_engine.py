@@ -42,3 +42,220 @@ def test_single_sequence_parity(model):
         assert stats.free_blocks == stats.total_blocks
     finally:
         eng.shutdown()
+
+
+def drain(stream) -> list[int]:
+    tokens = []
+    for out in stream:
+        tokens.extend(out.token_ids)
+    return tokens
+
+
+def run_until_idle(eng: LLMEngine, max_steps: int = 1000) -> None:
+    for _ in range(max_steps):
+        eng.step()
+        if not eng.scheduler.has_work():
+            return
+    raise AssertionError("engine did not finish")
+
+
+def test_batching_with_staggered_arrivals(model):
+    eng = make_engine(model, max_num_batched_tokens=16)
+    prompts = [prompt(s, n) for s, n in [(2, 9), (3, 23), (4, 5), (5, 14)]]
+    streams = []
+    eng.shutdown()  # drive steps by hand so arrivals land at known steps
+    for i, p in enumerate(prompts):
+        streams.append(eng.add_request(p, greedy(10)))
+        for _ in range(i + 1):
+            eng.step()
+    run_until_idle(eng)
+    for p, s in zip(prompts, streams):
+        assert drain(s) == reference_greedy(model, p, 10)
+    assert eng.stats().free_blocks == eng.stats().total_blocks
+
+
+def test_chunked_prefill_parity(model):
+    eng = make_engine(model, max_num_batched_tokens=7)
+    try:
+        p = prompt(6, 40)
+        assert eng.generate(p, greedy(8)) == reference_greedy(model, p, 8)
+    finally:
+        eng.shutdown()
+
+
+def test_prefix_cache_hit_same_tokens(model):
+    eng = make_engine(model)
+    try:
+        shared = prompt(7, 20)
+        a, b = shared + prompt(8, 5), shared + prompt(9, 3)
+        assert eng.generate(a, greedy(6)) == reference_greedy(model, a, 6)
+        assert eng.stats().prefix_cache_hit_tokens == 0
+        assert eng.generate(b, greedy(6)) == reference_greedy(model, b, 6)
+        assert eng.stats().prefix_cache_hit_tokens >= 16
+        # The very same prompt again: everything but the last block is reused.
+        assert eng.generate(a, greedy(6)) == reference_greedy(model, a, 6)
+        assert eng.stats().free_blocks == eng.stats().total_blocks
+    finally:
+        eng.shutdown()
+
+
+@pytest.mark.parametrize("prefix_caching", [True, False])
+def test_preemption_recomputes_identically(model, prefix_caching):
+    # 12 blocks of 4 tokens cannot hold three 20-token sequences at once.
+    eng = make_engine(model, num_kv_blocks=12, num_ctx=48, enable_prefix_caching=prefix_caching)
+    eng.shutdown()
+    prompts = [prompt(s, 12) for s in (10, 11, 12)]
+    streams = [eng.add_request(p, greedy(10)) for p in prompts]
+    run_until_idle(eng)
+    assert eng.stats().num_preemptions > 0
+    for p, s in zip(prompts, streams):
+        assert drain(s) == reference_greedy(model, p, 10)
+    assert eng.stats().free_blocks == eng.stats().total_blocks
+
+
+def test_num_predict_exact(model):
+    eng = make_engine(model)
+    try:
+        for n in (1, 2, 7):
+            outs = list(eng.add_request(prompt(13, 6), greedy(n)))
+            assert sum(len(o.token_ids) for o in outs) == n
+            assert outs[-1].finished and outs[-1].done_reason == "length"
+            assert outs[-1].eval_count == n and outs[-1].prompt_eval_count == 6
+    finally:
+        eng.shutdown()
+
+
+def test_abort_frees_blocks(model):
+    eng = make_engine(model)
+    eng.shutdown()
+    s1 = eng.add_request(prompt(14, 30), greedy(-1))
+    s2 = eng.add_request(prompt(15, 10), greedy(-1))
+    for _ in range(4):
+        eng.step()
+    assert eng.stats().free_blocks < eng.stats().total_blocks
+    eng.abort(s1.request_id)
+    s2.close()
+    eng.step()
+    stats = eng.stats()
+    assert stats.running == 0 and stats.waiting == 0
+    assert stats.free_blocks == stats.total_blocks
+
+
+def test_cancelled_async_stream_frees_blocks(model):
+    eng = make_engine(model)
+
+    async def consume() -> None:
+        stream = eng.add_request(prompt(16, 12), greedy(-1))
+        got = 0
+        async for _ in stream:
+            got += 1
+            if got == 3:
+                break
+        await stream.aclose()
+
+    async def cancel() -> None:
+        stream = eng.add_request(prompt(17, 12), greedy(-1))
+
+        async def reader():
+            async for _ in stream:
+                pass
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(consume())
+        asyncio.run(cancel())
+        for _ in range(200):
+            stats = eng.stats()
+            if stats.running == 0 and stats.waiting == 0 and stats.free_blocks == stats.total_blocks:
+                break
+            asyncio.run(asyncio.sleep(0.05))
+        assert stats.free_blocks == stats.total_blocks and stats.running == 0
+    finally:
+        eng.shutdown()
+
+
+def test_async_stream_parity(model):
+    eng = make_engine(model)
+    prompts = [prompt(s, 9 + s) for s in range(3)]
+
+    async def one(p):
+        toks, last = [], None
+        async for out in eng.add_request(p, greedy(8)):
+            toks.extend(out.token_ids)
+            last = out
+        assert last.finished and last.done_reason == "length"
+        return toks
+
+    async def main():
+        return await asyncio.gather(*(one(p) for p in prompts))
+
+    try:
+        results = asyncio.run(main())
+        for p, toks in zip(prompts, results):
+            assert toks == reference_greedy(model, p, 8)
+    finally:
+        eng.shutdown()
+
+
+def test_queue_full_is_503(model):
+    eng = make_engine(model, max_queue=2)
+    eng.shutdown()
+    eng.add_request(prompt(18, 5), greedy(3))
+    eng.add_request(prompt(19, 5), greedy(3))
+    with pytest.raises(APIError) as err:
+        eng.add_request(prompt(20, 5), greedy(3))
+    assert err.value.status == 503
+    assert err.value.message == "server busy, please try again.  maximum pending requests exceeded"
+
+
+def test_context_shift_keeps_generating(model):
+    eng = make_engine(model, num_ctx=24, num_keep=4)
+    try:
+        outs = list(eng.add_request(prompt(21, 16), greedy(40)))
+        assert sum(len(o.token_ids) for o in outs) == 40
+        assert outs[-1].done_reason == "length"
+        assert eng.stats().free_blocks == eng.stats().total_blocks
+    finally:
+        eng.shutdown()
+
+
+def test_context_full_without_shift_is_length(model):
+    eng = make_engine(model, num_ctx=24, context_shift=False)
+    try:
+        p = prompt(22, 16)
+        outs = list(eng.add_request(p, greedy(40)))
+        toks = [t for o in outs for t in o.token_ids]
+        assert outs[-1].done_reason == "length"
+        assert len(p) + len(toks) == 24 + 1
+        assert toks == reference_greedy(model, p, len(toks))
+        with pytest.raises(APIError) as err:
+            eng.add_request(prompt(23, 30), greedy(4))
+        assert err.value.status == 400
+    finally:
+        eng.shutdown()
+
+
+def test_eos_and_stop_strings(model):
+    p = prompt(24, 10)
+    ref = reference_greedy(model, p, 12)
+    eng = make_engine(model)
+    try:
+        eng.eos_token_ids = {ref[5]}
+        outs = list(eng.add_request(p, greedy(12)))
+        toks = [t for o in outs for t in o.token_ids]
+        assert toks[-1] == ref[5] and len(toks) == ref.index(ref[5]) + 1
+        assert outs[-1].done_reason == "stop"
+        eng.eos_token_ids = set()
+        text_of = model.tokenizer.decode
+        stop = text_of(ref[3:5])
+        outs = list(eng.add_request(p, greedy(12, stop=[stop])))
+        text = "".join(o.text for o in outs)
+        assert outs[-1].done_reason == "stop"
+        assert stop not in text and text == text_of(ref)[: text_of(ref).index(stop)]
+    finally:
+        eng.shutdown()

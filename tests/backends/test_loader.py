@@ -1,0 +1,104 @@
+"""Loading: the GGUF conversion cache, symlinked safetensors models, encoders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from backends import loader
+from backends.loader import LoadOptions, load_gguf, load_safetensors
+
+
+def test_default_dtype():
+    assert loader.default_dtype("cpu") is torch.float32
+
+
+def test_safetensors_mapping_loads_through_symlinks(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    src = tmp_path / "src"
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, eos_token_id=5,
+    ))
+    model.save_pretrained(src)
+    _write_tokenizer(src)
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    files = {}
+    for f in sorted(src.iterdir()):
+        blob = blobs / f"sha256-{abs(hash(f.name))}"
+        blob.write_bytes(f.read_bytes())
+        files[f.name] = blob
+    cache = tmp_path / "cache"
+    lm = load_safetensors(files, LoadOptions(cache_dir=cache))
+    assert lm.kind == "causal" and lm.dtype is torch.float32 and 5 in lm.eos_token_ids
+    for name, p in model.state_dict().items():
+        assert torch.equal(lm.model.state_dict()[name], p)
+    linked = list((cache / "linked").iterdir())
+    assert len(linked) == 1 and all(p.is_symlink() for p in linked[0].iterdir())
+    # Same mapping, same directory.
+    load_safetensors(files, LoadOptions(cache_dir=cache))
+    assert len(list((cache / "linked").iterdir())) == 1
+
+
+def test_rejects_escaping_file_names(tmp_path):
+    with pytest.raises(ValueError):
+        loader.linked_dir({"../x": tmp_path / "x"}, tmp_path / "cache")
+
+
+def _write_tokenizer(path):
+    from tokenizers import Tokenizer, models
+
+    vocab = {f"t{i}": i for i in range(300)}
+    Tokenizer(models.WordLevel(vocab, unk_token="t0")).save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
+
+
+def test_encoder_from_mapping(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    src = tmp_path / "bert"
+    BertModel(BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(src)
+    _write_tokenizer(src)
+    lm = load_safetensors({f.name: f for f in src.iterdir()}, LoadOptions(cache_dir=tmp_path / "c"),
+                          kind="encoder")
+    assert lm.kind == "encoder" and type(lm.model).__name__ == "BertModel"
+
+
+@pytest.mark.slow
+def test_gguf_converts_once_and_matches_generate(gemma_gguf, tmp_path, monkeypatch):
+    originals = []
+    real_read = loader.read_gguf
+
+    def recording_read(path):
+        model, tok = real_read(path)
+        originals.append(model)
+        return model, tok
+
+    monkeypatch.setattr(loader, "read_gguf", recording_read)
+    opts = LoadOptions(cache_dir=tmp_path)
+    first = load_gguf(gemma_gguf, "sha256:abc", opts)
+    assert len(originals) == 1
+    converted = tmp_path / "converted" / "sha256-abc"
+    assert (converted / "config.json").is_file()
+    assert "quantization_config" not in json.loads((converted / "config.json").read_text())
+    assert first.eos_token_ids[:1] == [1] and 106 in first.eos_token_ids  # <end_of_turn>
+
+    def no_convert(*_):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(loader, "convert_gguf", no_convert)
+    second = load_gguf(gemma_gguf, "sha256:abc", opts)
+    assert second.max_context == 32768
+
+    prompt = torch.tensor([second.tokenizer.encode("The capital of France is")])
+    kw = dict(max_new_tokens=6, do_sample=False, attention_mask=torch.ones_like(prompt))
+    with torch.inference_mode():
+        want = originals[0].generate(prompt, **kw)
+        got = second.model.generate(prompt, **kw)
+    assert got.tolist() == want.tolist()
