@@ -139,8 +139,9 @@ class Residency:
         self.wall_clock = wall_clock
         self.runners: dict[str, list[Runner]] = {}
         self._load_lock = asyncio.Lock()
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()
         self._pending = 0
+        self._closing: dict[Runner, asyncio.Task] = {}
 
     # --- public ---------------------------------------------------------------------------
 
@@ -190,7 +191,8 @@ class Residency:
 
     async def shutdown(self) -> None:
         for runner in self.all_runners():
-            await self._unload(runner)
+            self._begin_unload(runner)
+        await self._settle()
 
     def all_runners(self) -> list[Runner]:
         return [r for group in self.runners.values() for r in group]
@@ -224,19 +226,56 @@ class Residency:
         return Lease(self, runner)
 
     async def _release(self, runner: Runner) -> None:
+        # Never suspends: a release runs in the `finally` of a cancelled (disconnected) request,
+        # where any suspension would be cancelled too; the unload runs as its own task.
         runner.refcount -= 1
         runner.last_used = self.clock()
         if runner.refcount == 0:
             if runner.keep_alive <= 0:
-                await self._unload(runner)
+                self._begin_unload(runner)
             elif not math.isinf(runner.keep_alive):
                 runner.deadline = self.clock() + runner.keep_alive
-        async with self._changed:
-            self._changed.notify_all()
+        self._notify()
+
+    def _begin_unload(self, runner: Runner) -> asyncio.Task:
+        """Detach the runner now (no new leases); free its memory in a task of its own."""
+        task = self._closing.get(runner)
+        if task is None:
+            runner.unloading = True
+            group = self.runners.get(runner.ref.key, [])
+            if runner in group:
+                group.remove(runner)
+            if not group:
+                self.runners.pop(runner.ref.key, None)
+            task = asyncio.get_running_loop().create_task(self._close(runner))
+            self._closing[runner] = task
+            task.add_done_callback(lambda _: self._closing.pop(runner, None))
+            self._notify()
+        return task
+
+    async def _unload(self, runner: Runner) -> None:
+        await self._begin_unload(runner)
+
+    async def _close(self, runner: Runner) -> None:
+        try:
+            await asyncio.to_thread(runner.instance.close)
+        finally:
+            self.inventory.release(runner.placement.allocation)
+            log.info("unloaded %s", runner.ref.name)
+            self._notify()
+
+    async def _settle(self) -> None:
+        """Wait for unloads in flight, so their memory counts as free again."""
+        while self._closing:
+            await asyncio.gather(*list(self._closing.values()), return_exceptions=True)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def _wait_idle(self, runner: Runner) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: runner.idle or runner not in self.all_runners())
+        while not (runner.idle or runner.unloading):
+            await self._changed.wait()
 
     async def _load(self, ref: ModelRef, options: RunnerOptions) -> Runner:
         for stale in list(self.runners.get(ref.key, [])):
@@ -269,6 +308,7 @@ class Residency:
     ) -> Placement | None:
         """Evict LRU idle runners until the model fits; split it if nothing else is left."""
         while True:
+            await self._settle()
             at_cap = len(self.runners) >= self.max_loaded and ref.key not in self.runners
             placement = None if at_cap else place_single(self.inventory, estimate, exclude)
             if placement is not None:
@@ -298,20 +338,3 @@ class Residency:
             return None
         idle = [r for r in candidates if r.idle]
         return min(idle or candidates, key=lambda r: r.last_used)
-
-    async def _unload(self, runner: Runner) -> None:
-        if runner.unloading:
-            return
-        runner.unloading = True
-        group = self.runners.get(runner.ref.key, [])
-        if runner in group:
-            group.remove(runner)
-        if not group:
-            self.runners.pop(runner.ref.key, None)
-        try:
-            await asyncio.to_thread(runner.instance.close)
-        finally:
-            self.inventory.release(runner.placement.allocation)
-            log.info("unloaded %s", runner.ref.name)
-            async with self._changed:
-                self._changed.notify_all()

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from starlette.concurrency import run_in_threadpool
 
 from registry.defaults import ensure_default_models
+from registry.model import Model
 from registry.store import Store
 from registry.templates import detect_template as detect_named_template
+from scheduler.devices import DeviceInventory
+from scheduler.instances import InstanceConfig, InstanceFactory, ModelInstance
+from scheduler.residency import Lease, ModelRef, Residency, ResidencyConfig, RunnerOptions
 from serve.settings import Settings
 
 log = logging.getLogger("corral.serve")
@@ -24,11 +30,26 @@ def detect_template(chat_template: str) -> tuple[str, str, dict[str, Any]] | Non
     return named.name, named.template, named.parameters or {}
 
 
+def build_residency(settings: Settings) -> Residency:
+    inventory = (DeviceInventory.from_spec(settings.devices) if settings.devices
+                 else DeviceInventory.detect())
+    factory = InstanceFactory(InstanceConfig(
+        cache_dir=settings.cache_dir, num_parallel=settings.num_parallel,
+        max_queue=settings.max_queue,
+    ))
+    return Residency(inventory, factory.load, factory.estimate, ResidencyConfig(
+        default_keep_alive=settings.keep_alive, max_loaded_models=settings.max_loaded_models,
+        max_queue=settings.max_queue, default_replicas=settings.replicas,
+    ))
+
+
 @dataclass
 class Services:
     settings: Settings
     store: Store
+    residency: Residency | None = None
     pull_for_create: Callable | None = None
+    _timers: asyncio.Task | None = field(default=None, repr=False)
 
     detect_template = staticmethod(detect_template)
 
@@ -45,10 +66,31 @@ class Services:
             )
             for name in created:
                 log.info("imported embedded model %s", name)
-        return cls(settings=settings, store=store)
+        services = cls(settings=settings, store=store, residency=build_residency(settings))
+        services._timers = asyncio.create_task(services.residency.run_timers())
+        return services
 
-    async def forget_model(self, name: str) -> None:
-        """A deleted model's loaded instances go too (the runtime lands with the engine)."""
+    def model_ref(self, model: Model) -> ModelRef:
+        return ModelRef(key=model.digest, name=model.display_name, model=model,
+                        replicas=self.settings.replicas)
+
+    async def acquire(self, model: Model, options: RunnerOptions,
+                      keep_alive: float | None) -> Lease:
+        if self.residency is None:
+            raise RuntimeError("this server has no model runtime")
+        return await self.residency.acquire(self.model_ref(model), options, keep_alive)
+
+    async def unload(self, model: Model) -> bool:
+        return self.residency is not None and await self.residency.expire(model.digest)
 
     async def close(self) -> None:
-        pass
+        if self._timers is not None:
+            self._timers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timers
+        if self.residency is not None:
+            await self.residency.shutdown()
+
+
+def instance_of(lease: Lease) -> ModelInstance:
+    return lease.instance

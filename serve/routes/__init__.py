@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from serve.routes import basic, blobs, models
+from serve.routes import basic, blobs, embed, generate, models
 
 
 def all_routes() -> list[BaseRoute]:
-    return [*basic.routes, *blobs.routes, *models.routes]
+    return [*basic.routes, *blobs.routes, *models.routes, *generate.routes, *embed.routes]

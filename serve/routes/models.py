@@ -14,6 +14,7 @@ from backends.templates.template import PromptTemplate
 from registry.create import (copy_model, create_model, delete_model, list_models,
                              request_from_body)
 from registry.errors import APIError
+from registry.model import get_model
 from registry.show import show_model
 from serve.responses import empty_ok, json_response, stream_events
 from serve.wire import decode_body, model_field
@@ -98,8 +99,13 @@ async def delete(request: Request) -> Response:
     body = await _body(request, "DeleteRequest", DELETE_FIELDS)
     services = _services(request)
     name = model_field(body)
+    try:
+        model = await run_in_threadpool(get_model, services.store, name)
+    except APIError:
+        model = None  # delete_model reports the invalid or unknown name
     await run_in_threadpool(delete_model, services.store, name)
-    await services.forget_model(name)
+    if model is not None:
+        await services.unload(model)
     return empty_ok()
 
 

@@ -1,0 +1,130 @@
+"""Loaded model instances: what residency loads, estimates and frees.
+
+A generative model becomes an `LLMEngine` (its own engine thread, continuous batching); an
+encoder (BERT-like, the `embedding` capability) becomes an `Embedder`. The KV pool of an engine
+holds `num_ctx` tokens for each of `kv_slots` sequences' worth of context, and the estimate
+counts exactly that pool, so placement and the engine agree on the memory a model needs.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backends.embedder import Embedder, max_length_from_dir, pooling_from_dir
+from backends.loader import LoadedModel, LoadOptions, linked_dir, load_gguf, load_safetensors
+from scheduler.engine import EngineConfig, LLMEngine
+from scheduler.estimate import ModelShape, estimate_bytes
+from scheduler.placement import Placement
+from scheduler.residency import ModelRef, RunnerOptions
+
+log = logging.getLogger("corral.scheduler")
+
+
+@dataclass
+class InstanceConfig:
+    cache_dir: Path
+    num_parallel: int = 0  # 0: as many sequences as the KV pool allows (at least 16)
+    kv_slots: int = 4  # full-context sequences the KV pool is sized for, when num_parallel is 0
+    max_queue: int = 512
+    max_num_batched_tokens: int = 512
+    block_size: int = 16
+
+
+@dataclass(eq=False)
+class ModelInstance:
+    loaded: LoadedModel
+    engine: LLMEngine | None = None
+    embedder: Embedder | None = None
+    # One embedding batch at a time per instance: requests batch their own inputs.
+    embed_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    @property
+    def context_length(self) -> int:
+        return self.engine.num_ctx if self.engine else self.loaded.max_context
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+        device = self.loaded.device
+        self.engine = self.embedder = None
+        self.loaded.model = None
+        self.loaded = None  # type: ignore[assignment]
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _is_encoder(model: Any) -> bool:
+    return "embedding" in model.capabilities and "completion" not in model.capabilities
+
+
+def _dtype_name(torch_device: str) -> str:
+    if not torch_device.startswith("cuda"):
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+class InstanceFactory:
+    """The loader and estimator residency is built with, for registry models."""
+
+    def __init__(self, config: InstanceConfig):
+        self.config = config
+
+    def _kv_tokens(self, options: RunnerOptions) -> int:
+        slots = self.config.num_parallel or self.config.kv_slots
+        return options.num_ctx * max(1, slots)
+
+    def estimate(self, ref: ModelRef, options: RunnerOptions) -> int:
+        meta = ref.model.metadata
+        if meta is None:
+            return 0
+        shape = ModelShape.from_kv(meta.architecture, meta.kv, meta.parameter_count)
+        dtype = _dtype_name("cuda" if torch.cuda.is_available() else "cpu")
+        dtype_bytes = 4.0 if dtype == "float32" else 2.0
+        encoder = _is_encoder(ref.model)
+        kv_tokens = 0 if encoder else self._kv_tokens(options)
+        max_seqs = 1 if encoder else max(16, self.config.num_parallel)
+        return estimate_bytes(shape, dtype, kv_tokens, dtype_bytes,
+                              self.config.max_num_batched_tokens, max_seqs)
+
+    def load(self, ref: ModelRef, options: RunnerOptions, placement: Placement) -> ModelInstance:
+        model = ref.model
+        opts = LoadOptions(cache_dir=self.config.cache_dir, device=placement.primary,
+                           num_thread=options.num_thread)
+        if _is_encoder(model):
+            files = model.safetensors_files
+            loaded = load_safetensors(files, opts, kind="encoder")
+            directory = linked_dir(files, self.config.cache_dir)
+            embedder = Embedder(
+                loaded.model, loaded.tokenizer, pooling=pooling_from_dir(directory),
+                max_length=min(options.num_ctx, max_length_from_dir(directory, loaded.max_context)),
+            )
+            return ModelInstance(loaded, embedder=embedder)
+        if model.is_safetensors:
+            loaded = load_safetensors(model.safetensors_files, opts)
+        else:
+            loaded = load_gguf(model.weights_path, model.manifest.layers_of(
+                "application/vnd.ollama.image.model")[0].digest.split(":")[1], opts)
+        kv_bytes = self._kv_tokens(options) * ModelShape.from_kv(
+            model.metadata.architecture, model.metadata.kv, 0
+        ).kv_bytes_per_token(loaded.model.dtype.itemsize) if model.metadata else 1 << 28
+        engine = LLMEngine(loaded, EngineConfig(
+            block_size=self.config.block_size,
+            kv_memory_bytes=max(kv_bytes, 1 << 20),
+            max_num_seqs=self.config.num_parallel or None,
+            max_num_batched_tokens=self.config.max_num_batched_tokens,
+            num_ctx=options.num_ctx,
+            max_queue=self.config.max_queue,
+        ))
+        return ModelInstance(loaded, engine=engine)
