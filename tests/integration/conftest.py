@@ -34,7 +34,9 @@ class LiveServer:
 
 def start_server(tmp: Path, extra_env: dict[str, str] | None = None, timeout: float = 180) -> LiveServer:
     port = free_port()
-    models, cache = tmp / "models", tmp / "cache"
+    models = tmp / "models"
+    # CORRAL_TEST_CACHE keeps the GGUF->safetensors conversion across local runs; CI converts once.
+    cache = Path(os.environ.get("CORRAL_TEST_CACHE") or tmp / "cache")
     env = {
         **os.environ,
         "OLLAMA_HOST": f"127.0.0.1:{port}",
