@@ -52,7 +52,7 @@ async def prefix_cache(
 ) -> ScenarioResult:
     chat = OllamaChat(model)
     generate = OllamaGenerate(model)
-    warm, cold, prompt_tokens = [], [], []
+    warm, cold, warm_evals, cold_evals = [], [], [], []
     deadline = time.perf_counter() + time_limit_s
     async with make_client(1) as client:
         for _ in range(reps):
@@ -64,7 +64,7 @@ async def prefix_cache(
             record = await single_request(base_url, chat, follow_up, num_predict=num_predict, client=client,
                                           time_limit_s=_left(deadline))
             warm.append(_ttft(record))
-            prompt_tokens.append(record.final.get("prompt_eval_count"))
+            warm_evals.append(record.final.get("prompt_eval_count"))
             await unload_model(client, base_url, model)
             await load_model(client, base_url, model, timeout_s=_left(deadline))
             # One unrelated request, so the cold figure holds prefill only, not first-step warm-up.
@@ -73,13 +73,15 @@ async def prefix_cache(
             record = await single_request(base_url, chat, follow_up, num_predict=num_predict, client=client,
                                           time_limit_s=_left(deadline))
             cold.append(_ttft(record))
-    tokens = median(t for t in prompt_tokens if isinstance(t, int))
+            cold_evals.append(record.final.get("prompt_eval_count"))
+    # prompt_eval_count: the prompt tokens the server evaluated, so a cache hit shows as fewer.
+    evals = [median(v for v in values if isinstance(v, (int, float))) for values in (cold_evals, warm_evals)]
+    shown = "/".join("?" if v is None else f"{v:.0f}" for v in evals)
     return ScenarioResult(
         "prefix_cache", "Prefix cache: follow-up chat turn TTFT",
         "cold (after unload+reload)", median(cold), "warm history", median(warm), "s",
-        detail=f"{reps} rep(s), {turns} turns of history"
-        + (f", ~{tokens:.0f} prompt tokens" if tokens else "")
-        + "; cleared by keep_alive:0 then reload",
+        detail=f"{reps} rep(s), {turns} turns of history; prompt_eval_count cold/warm {shown}; "
+        "cleared by keep_alive:0 then reload",
     )
 
 
