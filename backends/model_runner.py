@@ -18,11 +18,7 @@ from backends import attention
 from backends.loader import LoadedModel
 from backends.sampling_params import SamplingParams
 
-try:
-    from backends.sampler import Sampler, SamplingRow
-except ImportError:  # pragma: no cover - until the sampler lands
-    Sampler = None  # type: ignore[assignment]
-    SamplingRow = None  # type: ignore[assignment]
+from backends.sampler import Sampler, SamplingRow
 
 
 @dataclass
@@ -52,11 +48,6 @@ def kv_block_bytes(config, block_size: int, dtype: torch.dtype) -> int:
     return 2 * layers * bs * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
 
 
-class _GreedySampler:
-    def sample(self, logits: Tensor, rows) -> Tensor:
-        return logits.argmax(dim=-1)
-
-
 class ModelRunner:
     def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int = 16):
         self.loaded = loaded
@@ -73,7 +64,7 @@ class ModelRunner:
             )
             for _ in range(layers)
         ]
-        self.sampler = Sampler() if Sampler is not None else _GreedySampler()
+        self.sampler = Sampler()
         text = loaded.config.get_text_config() if hasattr(loaded.config, "get_text_config") else loaded.config
         # Models with several attention kinds build one mask per kind unless handed a dict.
         self._mask_arg = {t: None for t in set(getattr(text, "layer_types", None) or [])} or None
@@ -125,7 +116,5 @@ class ModelRunner:
         return out.logits[0]
 
     @staticmethod
-    def _row(c: SeqChunk):
-        if SamplingRow is None:
-            return None
+    def _row(c: SeqChunk) -> SamplingRow:
         return SamplingRow(params=c.params, generator=c.generator, token_history=c.token_history)

@@ -71,7 +71,11 @@ def tiny_gemma3(seed: int = 0, vocab: int = 300, layers: int = 3, sliding_window
 
 
 def reference_greedy(loaded: LoadedModel, prompt: list[int], max_new_tokens: int) -> list[int]:
-    """The oracle: transformers `generate`, greedy, on a fresh copy of the attention setting."""
+    """The oracle: transformers `generate`, greedy, with transformers' own attention.
+
+    It switches the model's attention implementation for the call, so no engine may be
+    running steps on the same model meanwhile.
+    """
     model = loaded.model
     saved = model.config._attn_implementation
     model.set_attn_implementation("sdpa")

@@ -24,10 +24,7 @@ from scheduler.block_manager import BlockManager
 from scheduler.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
 from scheduler.sequence import Sequence, SequenceStatus
 
-try:
-    from backends.detokenizer import IncrementalDetokenizer
-except ImportError:  # pragma: no cover - until the detokenizer lands
-    IncrementalDetokenizer = None  # type: ignore[assignment]
+from backends.detokenizer import IncrementalDetokenizer
 
 log = logging.getLogger(__name__)
 
@@ -144,26 +141,6 @@ class RequestStream:
         self.abort()
 
 
-class _SimpleDetokenizer:
-    """Fallback while the real incremental detokenizer is missing: no stop strings."""
-
-    stopped = False
-
-    def __init__(self, tokenizer, stop, prompt_token_ids=None):
-        self._tok, self._ids, self._sent = tokenizer, [], 0
-
-    def add(self, token_id: int) -> str:
-        self._ids.append(token_id)
-        text = self._tok.decode(self._ids)
-        if text.endswith("\ufffd"):
-            return ""
-        new, self._sent = text[self._sent:], len(text)
-        return new
-
-    def flush(self) -> str:
-        return ""
-
-
 class LLMEngine:
     def __init__(self, loaded: LoadedModel, config: EngineConfig | None = None, start: bool = True):
         self.loaded = loaded
@@ -255,10 +232,9 @@ class LLMEngine:
             if not self.config.context_shift:
                 raise APIError(400, PROMPT_TOO_LONG)
             prompt = self._shift(prompt, keep, len(prompt) - self.num_ctx // 2)
-        detok_cls = IncrementalDetokenizer or _SimpleDetokenizer
         seq = Sequence(prompt_token_ids=prompt, params=params, request_id=request_id,
                        num_ctx=self.num_ctx, num_keep=keep)
-        seq.detokenizer = detok_cls(self.loaded.tokenizer, list(params.stop), prompt_token_ids=prompt)
+        seq.detokenizer = IncrementalDetokenizer(self.loaded.tokenizer, list(params.stop), prompt_token_ids=prompt)
         return seq
 
     @staticmethod

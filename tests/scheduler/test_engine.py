@@ -259,3 +259,21 @@ def test_eos_and_stop_strings(model):
         assert stop not in text and text == text_of(ref)[: text_of(ref).index(stop)]
     finally:
         eng.shutdown()
+
+
+def test_seeded_sampling_is_independent_of_the_batch(model):
+    params = SamplingParams(temperature=0.9, top_k=50, seed=1234, num_predict=8)
+    p = prompt(25, 10)
+    eng = make_engine(model)
+    try:
+        alone = eng.generate(p, params)
+    finally:
+        eng.shutdown()
+    eng = make_engine(model)
+    eng.shutdown()
+    others = [eng.add_request(prompt(s, 7), SamplingParams(temperature=1.0, num_predict=12)) for s in (26, 27)]
+    mine = eng.add_request(p, params)
+    run_until_idle(eng)
+    assert drain(mine) == alone
+    for s in others:
+        drain(s)
