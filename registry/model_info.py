@@ -390,6 +390,108 @@ def capabilities(
         add("tools")
     if "Suffix" in names:
         add("insert")
-    if "Think" in names or "ThinkLevel" in names:
+    open_tag, close_tag = thinking_tags(template)
+    if open_tag and close_tag:
         add("thinking")
     return caps
+
+
+# Ollama's thinking.InferTags over a light block scan of the template text: the registry sits
+# below the template engine (backends.templates), whose parse tree backends.parsers reads the
+# same way. Quoted strings holding "}}" are beyond this scan; library templates have none.
+_GO_ACTION_RE = re.compile(r"\{\{(-[ \t\r\n])?(.*?)([ \t\r\n]-)?\}\}", re.S)
+_GO_STRING_RE = re.compile(r'"(?:\\.|[^"\\])*"|`[^`]*`')
+_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007" \
+            "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def _first_field(pipe: str, name: str) -> bool:
+    """Whether a pipeline mentions `.name` as a field of dot (not `$.name`, not `.X.name`)."""
+    bare = _GO_STRING_RE.sub('""', pipe)
+    return re.search(r"(?<![\w$.)\]])\." + name + r"\b", bare) is not None
+
+
+def _scan_blocks(template: str) -> list[Any]:
+    """Text and actions nested by if/range/with ... else ... end, as
+    ("text", s) | ("action", pipe) | ("block", kind, pipe, body, else_body)."""
+    root: list[Any] = []
+    stack: list[tuple[list[Any], Any, int]] = []  # (list being filled, block, ends it closes)
+    current = root
+    pos, trim_next = 0, False
+    for m in _GO_ACTION_RE.finditer(template):
+        text = template[pos:m.start()]
+        if trim_next:
+            text = text.lstrip(" \t\r\n")
+        if m.group(1):
+            text = text.rstrip(" \t\r\n")
+        if text:
+            current.append(("text", text))
+        pos, trim_next = m.end(), bool(m.group(3))
+        action = m.group(2).strip()
+        word, _, rest = action.partition(" ")
+        word = word.strip()
+        if action.startswith("/*"):
+            continue
+        if word in ("if", "range", "with", "define", "block"):
+            block = ["block", word, rest, [], None]
+            current.append(block)
+            stack.append((current, block, 1))
+            current = block[3]
+        elif word == "else" and stack:
+            parent, block, ends = stack.pop()
+            block[4] = []
+            kind, _, cond = rest.strip().partition(" ")
+            if kind in ("if", "with"):  # `else if` shares the end of the block it continues
+                inner = ["block", kind, cond, [], None]
+                block[4].append(inner)
+                stack.append((parent, block, 0))
+                stack.append((block[4], inner, 1))
+                current = inner[3]
+            else:
+                stack.append((parent, block, ends))
+                current = block[4]
+        elif word == "end" and stack:
+            parent, _, _ = stack.pop()
+            while stack and stack[-1][2] == 0:
+                parent, _, _ = stack.pop()
+            current = parent
+        else:
+            current.append(("action", action))
+    text = template[pos:]
+    if trim_next:
+        text = text.lstrip(" \t\r\n")
+    if text:
+        current.append(("text", text))
+    return root
+
+
+def thinking_tags(template: str) -> tuple[str, str]:
+    """thinking.InferTags: for a `.Thinking` inside `range .Messages`, the trimmed first and
+    last text of the nearest enclosing list, e.g. ("<think>", "</think>"); ("", "") if none."""
+    tags = ["", ""]
+
+    def found_in(lst: list[Any]) -> None:
+        if lst and lst[0][0] == "text":
+            tags[0] = lst[0][1].strip(_GO_SPACE)
+        if lst and lst[-1][0] == "text":
+            tags[1] = lst[-1][1].strip(_GO_SPACE)
+
+    def walk(lst: list[Any], in_messages: bool | None) -> None:
+        for node in lst:
+            if node[0] == "action":
+                if in_messages and _first_field(node[1], "Thinking"):
+                    found_in(lst)
+            elif node[0] == "block" and node[1] != "define":
+                _, kind, pipe, body, else_body = node
+                inner = _first_field(pipe, "Messages") if kind == "range" else in_messages
+                if (inner if kind == "range" else in_messages) and _first_field(pipe, "Thinking"):
+                    found_in(lst)
+                walk(body, inner)
+                if else_body is not None:
+                    walk(else_body, inner)
+
+    try:
+        walk(_scan_blocks(template or ""), None)
+    except (IndexError, ValueError):
+        return "", ""
+    return tags[0], tags[1]
