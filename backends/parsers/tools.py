@@ -25,6 +25,9 @@ _ID_ALPHABET = string.ascii_lowercase + string.digits
 # Markers a template writes around calls (`</tool_call>`, `[/TOOL_CALLS]`, `<|eom_id|>`): never
 # shown as content when unparsable call text is handed back.
 _MARKER_RE = re.compile(r"<[^<>\s{}\"']+>|\[/?[A-Z_]+\]")
+# Marker shapes removed from that text even when the template does not show them: special
+# tokens and closing tags, not `<word>` (that may be the model's own text).
+_SPECIAL_RE = re.compile(r"<\|[^<>|]*\|>|<｜[^<>｜]*｜>|</[^<>\s{}\"']+>|\[/?[A-Z_]+\]")
 
 
 def tool_call_id() -> str:
@@ -307,7 +310,8 @@ class ToolCallParser:
             return ("" if self.count else rest), calls
         for marker in self.markers:
             rest = rest.replace(marker, "")
-        if not rest.strip(GO_SPACE + "[]{},"):  # only what closed the calls already parsed
+        rest = _SPECIAL_RE.sub("", rest)
+        if not rest.strip(GO_SPACE + "[]{},`"):  # only what closed the calls already parsed
             return "", calls
         return rest.strip(GO_SPACE), calls
 
