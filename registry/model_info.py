@@ -398,8 +398,9 @@ def capabilities(
 
 # Ollama's thinking.InferTags over a light block scan of the template text: the registry sits
 # below the template engine (backends.templates), whose parse tree backends.parsers reads the
-# same way. Quoted strings holding "}}" are beyond this scan; library templates have none.
-_GO_ACTION_RE = re.compile(r"\{\{(-[ \t\r\n])?(.*?)([ \t\r\n]-)?\}\}", re.S)
+# same way.
+_GO_ACTION_RE = re.compile(
+    r"\{\{(-[ \t\r\n])?((?:\"(?:\\.|[^\"\\])*\"|`[^`]*`|.)*?)([ \t\r\n]-)?\}\}", re.S)
 _GO_STRING_RE = re.compile(r'"(?:\\.|[^"\\])*"|`[^`]*`')
 _GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007" \
             "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
