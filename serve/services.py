@@ -12,12 +12,14 @@ from starlette.concurrency import run_in_threadpool
 
 from registry.defaults import ensure_default_models
 from registry.model import Model
+from registry.oci import RegistryOptions, ensure_keypair, load_docker_auths, pull_model
 from registry.store import Store
 from registry.templates import detect_template as detect_named_template
 from scheduler.devices import DeviceInventory
 from scheduler.instances import InstanceConfig, InstanceFactory, ModelInstance
 from scheduler.residency import Lease, ModelRef, Residency, ResidencyConfig, RunnerOptions
 from serve.settings import Settings
+from serve.version import CORRAL_VERSION
 
 log = logging.getLogger("corral.serve")
 
@@ -53,11 +55,32 @@ class Services:
 
     detect_template = staticmethod(detect_template)
 
+    def __post_init__(self) -> None:
+        if self.pull_for_create is None:
+            # create's missing `from` model is pulled from its registry with default options
+            self.pull_for_create = lambda name: pull_model(
+                self.store, name, self.registry_options(insecure=False))
+
+    def registry_options(self, insecure: bool) -> RegistryOptions:
+        s = self.settings
+        credentials = load_docker_auths(s.docker_config) if s.docker_config else {}
+        credentials.update({host: (user, pw) for host, user, pw in s.registry_auth})
+        return RegistryOptions(
+            insecure=insecure, credentials=credentials, key_path=s.key_path,
+            user_agent=f"corral/{CORRAL_VERSION}", noprune=s.noprune,
+        )
+
     @classmethod
     async def start(cls, settings: Settings) -> "Services":
         from serve.routes.models import validate_template
 
         store = Store(settings.models_dir)
+        if settings.key_path is not None:
+            try:
+                if ensure_keypair(settings.key_path):
+                    log.info("created a new ed25519 key at %s", settings.key_path)
+            except OSError as err:
+                log.warning("could not create the key %s: %s", settings.key_path, err)
         await run_in_threadpool(store.housekeeping, settings.noprune)
         if settings.default_models:
             created = await run_in_threadpool(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from registry.oci.auth import parse_credentials_spec
 from serve.duration import env_keep_alive
 
 DEFAULT_PORT = 11434
@@ -91,6 +92,12 @@ class Settings:
     devices: str = ""
     replicas: int = 1
     debug: bool = False
+    # Registries (pull/push): basic credentials per host from CORRAL_REGISTRY_AUTH
+    # (`host=user:password,...`, these win) and a docker config.json's `auths`; the ed25519
+    # key that signs token requests to Ollama's registry (created at `serve` if missing).
+    registry_auth: tuple[tuple[str, str, str], ...] = ()
+    docker_config: Path | None = None
+    key_path: Path | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -99,6 +106,7 @@ class Settings:
         models = _var(env, "OLLAMA_MODELS")
         cache = _var(env, "CORRAL_CACHE")
         keys = [k.strip() for k in _var(env, "CORRAL_API_KEY").split(",") if k.strip()]
+        docker = _var(env, "DOCKER_CONFIG")
         origins = [o.strip() for o in _var(env, "OLLAMA_ORIGINS").split(",") if o.strip()]
         return cls(
             host=parse_host(_var(env, "OLLAMA_HOST")),
@@ -118,4 +126,9 @@ class Settings:
             devices=_var(env, "CORRAL_DEVICES"),
             replicas=max(1, _int(env, "CORRAL_REPLICAS", 1)),
             debug=_bool(env, "OLLAMA_DEBUG"),
+            registry_auth=tuple((host, user, pw) for host, (user, pw) in
+                                parse_credentials_spec(_var(env, "CORRAL_REGISTRY_AUTH")).items()),
+            docker_config=(Path(docker).expanduser() if docker else home / ".docker") / "config.json",
+            key_path=home / ".ollama" / "id_ed25519",
         )
+
