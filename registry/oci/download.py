@@ -266,7 +266,7 @@ class BlobDownload:
             if resp.status_code != 206 and not (resp.status_code == 200 and part.start == 0
                                                  and part.size == self.total):
                 raise RegistryError(f"{resp.status_code}: range request not honoured")
-            for chunk in resp.iter_raw(_CHUNK):
+            for chunk in resp.iter_raw():  # unbuffered: a cut keeps every byte that arrived
                 if self._cancel.is_set():
                     raise Cancelled("download canceled")
                 chunk = chunk[: part.size - part.completed]

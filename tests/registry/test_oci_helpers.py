@@ -113,6 +113,7 @@ class Faults:
     delay_s: float = 0.0  # per 64 KiB chunk of a blob body
     blob_gets: Counter = field(default_factory=Counter)
     blob_bytes: Counter = field(default_factory=Counter)
+    requests: list = field(default_factory=list)  # (method, path, status)
     cuts: int = 0
 
 
@@ -164,6 +165,8 @@ class FaultProxy:
         req = self._client.build_request(h.command, self.upstream + h.path, headers=headers,
                                          content=body)
         resp = self._client.send(req, stream=True)
+        with self._lock:
+            faults.requests.append((h.command, h.path, resp.status_code))
         try:
             h.send_response(resp.status_code)
             for k, v in resp.headers.multi_items():
