@@ -97,10 +97,11 @@ def load_docker_auths(path: str | os.PathLike[str]) -> dict[str, tuple[str, str]
         key = host.split("://", 1)[-1].split("/", 1)[0].lower()
         if entry.get("auth"):
             try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
+                user, sep, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError, TypeError):
                 continue
-            out[key] = (user, password)
+            if sep:
+                out[key] = (user, password)
         elif entry.get("username"):
             out[key] = (str(entry["username"]), str(entry.get("password", "")))
     return out

@@ -45,6 +45,7 @@ class RegistryOptions:
     part_size: int | None = None  # None: Ollama's total/16 clamped to [100 MB, 1000 MB]
     max_parts: int = 16
     noprune: bool = False
+    transport: httpx.BaseTransport | None = None  # tests hand in a mock
 
     def backoff_s(self, attempt: int) -> float:
         return self.backoff * (2 ** attempt)
@@ -82,6 +83,7 @@ class RegistryClient:
             follow_redirects=False,
             headers={"User-Agent": options.user_agent},
             timeout=httpx.Timeout(options.stall_timeout, connect=options.connect_timeout),
+            transport=options.transport,
         )
 
     def fork(self) -> "RegistryClient":
