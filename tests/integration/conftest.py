@@ -35,8 +35,7 @@ class LiveServer:
 def start_server(tmp: Path, extra_env: dict[str, str] | None = None, timeout: float = 180) -> LiveServer:
     port = free_port()
     models = tmp / "models"
-    # CORRAL_TEST_CACHE keeps the GGUF->safetensors conversion across local runs; CI converts once.
-    cache = Path(os.environ.get("CORRAL_TEST_CACHE") or tmp / "cache")
+    cache = Path((extra_env or {}).get("CORRAL_CACHE") or tmp / "cache")
     env = {
         **os.environ,
         "OLLAMA_HOST": f"127.0.0.1:{port}",
@@ -75,9 +74,9 @@ def stop_server(server: LiveServer) -> None:
 
 
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory):
+def live_server(tmp_path_factory: pytest.TempPathFactory, corral_cache: Path):
     """One server with the two embedded models, shared by every integration test."""
-    server = start_server(tmp_path_factory.mktemp("live"))
+    server = start_server(tmp_path_factory.mktemp("live"), {"CORRAL_CACHE": str(corral_cache)})
     yield server
     stop_server(server)
 
