@@ -137,6 +137,13 @@ class RequestStream:
     async def aclose(self) -> None:
         self.abort()
 
+    def __del__(self) -> None:
+        # A stream dropped before its end must not keep generating into the void.
+        try:
+            self.abort()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
     def close(self) -> None:
         self.abort()
 

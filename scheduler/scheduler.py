@@ -52,29 +52,32 @@ class Scheduler:
     def schedule(self) -> ScheduledBatch:
         batch = ScheduledBatch()
         budget = self.config.max_num_batched_tokens
-        i = 0
-        while i < len(self.running) and budget > 0:
-            seq = self.running[i]
+        # Decodes before unfinished prompts, so a long prefill never delays the others' tokens.
+        order = sorted(self.running, key=lambda s: s.num_new_tokens != 1)
+        scheduled: dict[int, int] = {}
+        for seq in order:
+            if budget <= 0:
+                break
             n = min(seq.num_new_tokens, budget)
-            if n <= 0:
-                i += 1
+            if seq.status is not SequenceStatus.RUNNING or n <= 0:
                 continue
             while not self.block_manager.allocate_slots(seq, n):
                 victim = self.running.pop()
+                budget += scheduled.pop(victim.seq_id, 0)
                 self._preempt(victim)
                 batch.preempted.append(victim)
                 if victim is seq:
                     break
             else:
-                batch.entries.append((seq, n))
+                scheduled[seq.seq_id] = n
                 budget -= n
-                i += 1
+        batch.entries = [(s, scheduled[s.seq_id]) for s in order if s.seq_id in scheduled]
         if not batch.preempted:
-            budget = self._admit(batch, budget)
+            self._admit(batch, budget)
         batch.entries.sort(key=lambda e: e[1] != 1)
         return batch
 
-    def _admit(self, batch: ScheduledBatch, budget: int) -> int:
+    def _admit(self, batch: ScheduledBatch, budget: int) -> None:
         bm = self.block_manager
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting[0]
@@ -90,7 +93,6 @@ class Scheduler:
             self.running.append(seq)
             batch.entries.append((seq, n))
             budget -= n
-        return budget
 
     def _preempt(self, seq: Sequence) -> None:
         self.block_manager.free(seq)

@@ -136,3 +136,42 @@ def test_scheduler_preempts_the_newest():
     batch = sch.schedule()
     assert batch.preempted == [b] and batch.entries == [(a, 1)]
     assert sch.waiting[0] is b and b.block_table == [] and b.num_computed_tokens == 0
+
+
+def test_decodes_are_scheduled_before_an_older_prefill():
+    bm = BlockManager(64, 4)
+    sch = Scheduler(SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=8), bm)
+    long, short = seq(range(40)), seq(range(50, 53))
+    sch.add(long)
+    sch.schedule()
+    long.num_computed_tokens = 8
+    sch.add(short)
+    sch.schedule()  # long gets the whole budget, short waits
+    long.num_computed_tokens = 16
+    batch = sch.schedule()
+    assert batch.entries == [(long, 8)]
+    long.num_computed_tokens = 24
+    sch.running.append(short)  # as if admitted and prefilled earlier
+    short.status = long.status
+    short.num_computed_tokens = 3
+    short.append_token(9)
+    assert bm.allocate_slots(short, 0)
+    batch = sch.schedule()
+    assert batch.entries == [(short, 1), (long, 7)]
+
+
+def test_newest_is_preempted_for_an_older_decode():
+    bm = BlockManager(3, 4)
+    sch = Scheduler(SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=100), bm)
+    a, b = seq(range(4)), seq(range(10, 14))
+    sch.add(a)
+    sch.add(b)
+    sch.schedule()
+    a.num_computed_tokens = b.num_computed_tokens = 4
+    a.append_token(1)
+    b.append_token(2)
+    # a's decode needs a second block; only preempting b (the newest) frees one.
+    bm.allocate_slots(b, 1)  # b takes the last free block
+    b.token_ids.append(3)  # b is now an unfinished 2-token chunk, so it sorts after a
+    batch = sch.schedule()
+    assert b in batch.preempted and [s for s, _ in batch.entries] == [a]
