@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import httpx
 import openai
@@ -128,3 +129,24 @@ def test_errors_map_to_sdk_exceptions(client):
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model=CHAT, messages=MESSAGES, reasoning_effort="huge")
     assert err.value.body["message"].startswith("invalid reasoning value")
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{"))
+
+
+def test_stream_disconnect_aborts_the_sequence(client, live_server):
+    stream = client.chat.completions.create(model=CHAT, messages=MESSAGES, max_tokens=400,
+                                            stream=True, extra_body={"seed": 1})
+    next(iter(stream))
+    stream.close()
+    for _ in range(100):  # the abort lands within a step or two
+        metrics = httpx.get(live_server.url + "/metrics").text
+        if _metric(metrics, "corral_sequences_running") == 0 and \
+                _metric(metrics, "corral_model_requests_in_flight") == 0:
+            break
+        time.sleep(0.2)
+    assert _metric(metrics, "corral_sequences_running") == 0
+    assert _metric(metrics, "corral_model_requests_in_flight") == 0
+    assert _metric(metrics, "corral_kv_blocks_free") == _metric(metrics, "corral_kv_blocks_total")
