@@ -25,7 +25,7 @@ def model_template(model: Model, override: str | None = None) -> PromptTemplate:
     return parse_template(override or model.template or DEFAULT_TEMPLATE)
 
 
-def _native_chat_template(model: Model) -> str | None:
+def native_chat_template(model: Model) -> str | None:
     """A safetensors model without a Go template renders with its HF Jinja chat template."""
     if model.template is not None or not model.is_safetensors:
         return None
@@ -61,7 +61,7 @@ def render_chat(
     think: bool | str | None,
 ) -> str:
     count: Callable[[str], int] = lambda text: len(tokenizer.encode(text))
-    native = _native_chat_template(model)
+    native = native_chat_template(model)
     if native is not None:
         render: Any = jinja_renderer(native, tools=tools, think=think,
                                      bos_token=tokenizer.bos_token or "",

@@ -17,13 +17,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from backends.parsers import ChatOutputParser, ParsedDelta
 from registry.errors import APIError
 from registry.model import Model, ModelNotFoundError, get_model
 from registry.names import parse_name
 from scheduler.residency import Lease
 from serve import requests as req
 from serve.options import Options, resolve_options
-from serve.prompts import chat_messages, render_chat, render_generate
+from serve.prompts import (chat_messages, model_template, native_chat_template, render_chat,
+                          render_generate)
 from serve.responses import json_response, stream_events
 from serve.wire import decode_body, model_field, now_utc
 
@@ -98,7 +100,8 @@ async def _run(
     turn: Turn,
     lease: Lease,
     prompt_tokens: list[int],
-    chunk: Callable[[str], dict],
+    parser: ChatOutputParser,
+    chunks: Callable[[ParsedDelta], list[dict]],
     final_extra: Callable[[list[int]], dict],
 ) -> AsyncIterator[dict]:
     """Engine outputs as reply chunks; always releases the lease and aborts on early exit."""
@@ -114,20 +117,30 @@ async def _run(
     try:
         async for out in stream:
             output_ids += [t for t in out.token_ids if t not in instance.engine.eos_token_ids]
-            if out.finished:
-                last = chunk(out.text)
-                if out.text:
-                    yield last
-                    last = chunk("")
-                last.update(done=True, done_reason=out.done_reason or "stop")
-                last.update(final_extra(output_ids))
-                last.update(_metrics(out, turn.started, loaded_at))
-                yield last
-            elif out.text:
-                yield chunk(out.text)
+            delta = parser.add(out.text) if out.text else ParsedDelta()
+            if not out.finished:
+                for chunk in chunks(delta) if delta else ():
+                    yield chunk
+                continue
+            tail = parser.finish()
+            delta = ParsedDelta(delta.thinking + tail.thinking, delta.content + tail.content,
+                                delta.tool_calls + tail.tool_calls)
+            for chunk in chunks(delta) if delta else ():
+                yield chunk
+            last = chunks(ParsedDelta())[0]
+            last.update(done=True, done_reason=out.done_reason or "stop")
+            last.update(final_extra(output_ids))
+            last.update(_metrics(out, turn.started, loaded_at))
+            yield last
     finally:
         await stream.aclose()
         await lease.release()
+
+
+def _debug_reply(name: str, rendered: str, images: list | None, **fields: Any) -> dict:
+    """`_debug_render_only`: the rendered prompt instead of a generation."""
+    return {"model": name, "created_at": now_utc(), **fields, "done": True,
+            "_debug_info": {"rendered_template": rendered, "image_count": len(images or [])}}
 
 
 def _done(name: str, reason: str, **fields: Any) -> dict:
@@ -163,18 +176,29 @@ async def generate(request: Request) -> Response:
     except BaseException:
         await lease.release()
         raise
+    if body.get("_debug_render_only"):
+        await lease.release()
+        return json_response(_debug_reply(name, text, body.get("images"), response=""))
     turn = Turn(body, name, model, options, keep_alive, think, started)
+    parser = ChatOutputParser(model_template(model, body.get("template")), None, think, text)
 
-    def chunk(text: str) -> dict:
-        return {"model": name, "created_at": now_utc(), "response": text, "done": False}
+    def chunks(delta: ParsedDelta) -> list[dict]:
+        chunk = {"model": name, "created_at": now_utc(), "response": delta.content, "done": False}
+        if delta.thinking:
+            chunk["thinking"] = delta.thinking
+        return [chunk]
 
     def final_extra(output_ids: list[int]) -> dict:
         return {} if raw else {"context": prompt_tokens + output_ids}
 
-    def aggregate(chunks: list[dict]) -> dict:
-        return {**chunks[-1], "response": "".join(c.get("response", "") for c in chunks)}
+    def aggregate(replies: list[dict]) -> dict:
+        out = {**replies[-1], "response": "".join(c.get("response", "") for c in replies)}
+        thinking = "".join(c.get("thinking", "") for c in replies)
+        if thinking:
+            out["thinking"] = thinking
+        return out
 
-    events = _run(turn, lease, prompt_tokens, chunk, final_extra)
+    events = _run(turn, lease, prompt_tokens, parser, chunks, final_extra)
     return await stream_events(events, body.get("stream") is not False, aggregate)
 
 
@@ -205,17 +229,38 @@ async def chat(request: Request) -> Response:
     except BaseException:
         await lease.release()
         raise
+    if body.get("_debug_render_only"):
+        await lease.release()
+        images = [i for m in messages for i in m.get("images") or []]
+        return json_response(_debug_reply(name, text, images,
+                                          message={"role": "assistant", "content": ""}))
     turn = Turn(body, name, model, options, keep_alive, think, started)
+    parser = ChatOutputParser(None if native_chat_template(model) else model_template(model),
+                              body.get("tools") or None, think, text)
 
-    def chunk(text: str) -> dict:
-        return {"model": name, "created_at": now_utc(),
-                "message": {"role": "assistant", "content": text}, "done": False}
+    def reply(message: dict) -> dict:
+        return {"model": name, "created_at": now_utc(), "message": message, "done": False}
 
-    def aggregate(chunks: list[dict]) -> dict:
-        content = "".join(c["message"]["content"] for c in chunks if "message" in c)
-        return {**chunks[-1], "message": {"role": "assistant", "content": content}}
+    def chunks(delta: ParsedDelta) -> list[dict]:
+        message = delta.message()
+        calls = message.pop("tool_calls", None)
+        out = [reply(message)] if (delta.content or delta.thinking or not calls) else []
+        if calls:  # Ollama sends tool calls in a chunk of their own, with empty content
+            out.append(reply({"role": "assistant", "content": "", "tool_calls": calls}))
+        return out
 
-    events = _run(turn, lease, prompt_tokens, chunk, lambda ids: {})
+    def aggregate(replies: list[dict]) -> dict:
+        message = {"role": "assistant",
+                   "content": "".join(c["message"]["content"] for c in replies)}
+        thinking = "".join(c["message"].get("thinking", "") for c in replies)
+        calls = [call for c in replies for call in c["message"].get("tool_calls", [])]
+        if thinking:
+            message["thinking"] = thinking
+        if calls:
+            message["tool_calls"] = calls
+        return {**replies[-1], "message": message}
+
+    events = _run(turn, lease, prompt_tokens, parser, chunks, lambda ids: {})
     return await stream_events(events, body.get("stream") is not False, aggregate)
 
 
