@@ -28,12 +28,13 @@ CHAT_FIELDS = {
     "temperature": "float", "frequency_penalty": "float", "presence_penalty": "float",
     "top_p": "float", "response_format": "object", "tools": "tools", "reasoning": "object",
     "reasoning_effort": "string", "logprobs": "bool", "top_logprobs": "int",
+    "_debug_render_only": "bool",
 }
 COMPLETION_FIELDS = {
     "model": "string", "prompt": "string", "frequency_penalty": "float", "max_tokens": "int",
     "presence_penalty": "float", "seed": "int", "stop": "any", "stream": "bool",
     "stream_options": "object", "temperature": "float", "top_p": "float", "suffix": "string",
-    "logprobs": "int",
+    "logprobs": "int", "_debug_render_only": "bool",
 }
 EMBED_FIELDS = {"model": "string", "input": "any", "dimensions": "int",
                 "encoding_format": "string"}
@@ -271,6 +272,8 @@ def from_chat_request(data: dict[str, Any]) -> dict[str, Any]:
         native["logprobs"] = True
     if data.get("top_logprobs"):
         native["top_logprobs"] = data["top_logprobs"]
+    if data.get("_debug_render_only"):
+        native["_debug_render_only"] = True
     return native
 
 
@@ -300,6 +303,8 @@ def from_completion_request(data: dict[str, Any]) -> dict[str, Any]:
     if logprobs and logprobs > 0:
         native["logprobs"] = True
         native["top_logprobs"] = logprobs
+    if data.get("_debug_render_only"):
+        native["_debug_render_only"] = True
     return native
 
 
@@ -362,11 +367,14 @@ def to_chat_completion(cid: str, native: dict[str, Any]) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": 0, "message": out_message, "finish_reason": reason or None}
     if (logprobs := _logprobs(native)) is not None:
         choice["logprobs"] = logprobs
-    return {
+    out = {
         "id": cid, "object": "chat.completion", "created": unix_seconds(native.get("created_at")),
         "model": native.get("model") or "", "system_fingerprint": FINGERPRINT,
         "choices": [choice], "usage": usage(native),
     }
+    if native.get("_debug_info"):
+        out["_debug_info"] = native["_debug_info"]
+    return out
 
 
 class ChatStream:

@@ -149,9 +149,14 @@ def test_reasoning_object_wins_and_bad_effort():
     assert bad(chat, reasoning_effort="huge").startswith('invalid reasoning value: "huge"')
 
 
-def test_logprobs_pass_through():
-    native = chat(logprobs=True, top_logprobs=3)
+def test_logprobs_and_debug_render_pass_through():
+    native = chat(logprobs=True, top_logprobs=3, _debug_render_only=True)
     assert native["logprobs"] is True and native["top_logprobs"] == 3
+    assert native["_debug_render_only"] is True
+    info = {"rendered_template": "<start>hi", "image_count": 0}
+    reply = oai.to_chat_completion("c", {**native_chunk(done=True), "_debug_info": info})
+    assert reply["_debug_info"] == info
+    assert oai.from_completion_request({"_debug_render_only": True})["_debug_render_only"]
 
 
 # --- chat replies ----------------------------------------------------------------------------
@@ -184,9 +189,9 @@ def test_chat_completion_tool_calls_and_reasoning():
     choice = oai.to_chat_completion("c", native)["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["reasoning"] == "hmm"
-    assert choice["message"]["tool_calls"] == [{"id": "call_x", "index": 1, "type": "function",
-                                                "function": {"name": "f",
-                                                             "arguments": '{"a":"\\u003cb\\u003e"}'}}]
+    assert choice["message"]["tool_calls"] == [
+        {"id": "call_x", "index": 1, "type": "function",
+         "function": {"name": "f", "arguments": '{"a":"\\u003cb\\u003e"}'}}]
     assert json.loads(choice["message"]["tool_calls"][0]["function"]["arguments"]) == {"a": "<b>"}
     assert choice["logprobs"] == {"content": [{"token": "x", "logprob": -0.5}]}
 
