@@ -21,7 +21,7 @@ CORS_HEADERS = (
     "x-stainless-arch, x-stainless-async, x-stainless-custom-poll-interval, "
     "x-stainless-helper-method, x-stainless-lang, x-stainless-os, x-stainless-package-version, "
     "x-stainless-poll-helper, x-stainless-retry-count, x-stainless-runtime, "
-    "x-stainless-runtime-version, x-stainless-timeout"
+    "x-stainless-runtime-version, x-stainless-timeout, anthropic-version, anthropic-beta, x-api-key"
 )
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
 
@@ -125,24 +125,29 @@ class HostMiddleware:
 
 
 class APIKeyMiddleware:
-    """Every route but `GET/HEAD /` needs `Authorization: Bearer <key>` when keys are configured."""
+    """Every route but `GET/HEAD /` needs `Authorization: Bearer <key>` when keys are configured.
+
+    The Anthropic SDK sends its key as `x-api-key` instead; that header is accepted too."""
 
     def __init__(self, app: ASGIApp, keys: Iterable[str]):
         self.app = app
         self.keys = [k.encode() for k in keys]
 
-    def authorized(self, header: str | None) -> bool:
-        if not header or not header.lower().startswith("bearer "):
+    def authorized(self, header: str | None, api_key: str | None) -> bool:
+        if header and header.lower().startswith("bearer "):
+            given = header[7:].strip()
+        elif api_key:
+            given = api_key.strip()
+        else:
             return False
-        given = header[7:].strip().encode()
-        return any(hmac.compare_digest(given, key) for key in self.keys)
+        return any(hmac.compare_digest(given.encode(), key) for key in self.keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             self.keys
             and scope["type"] == "http"
             and not (scope["path"] == "/" and scope["method"] in ("GET", "HEAD"))
-            and not self.authorized(_header(scope, b"authorization"))
+            and not self.authorized(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
         ):
             body = encode({"error": "unauthorized"})
             return await _reply(send, 401, body, [("www-authenticate", "Bearer")])

@@ -35,6 +35,8 @@ def test_bearer_keys_guard_everything_but_root():
     assert c.post("/api/x", content=b"{}", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert c.post("/api/x", content=b"{}", headers={"Authorization": "Bearer k2"}).status_code == 200
     assert c.post("/api/x", content=b"{}", headers={"Authorization": "k1"}).status_code == 401
+    assert c.post("/api/x", content=b"{}", headers={"x-api-key": "k1"}).status_code == 200
+    assert c.post("/api/x", content=b"{}", headers={"x-api-key": "k3"}).status_code == 401
 
 
 def test_no_keys_means_open():
