@@ -28,7 +28,10 @@ async def _drive(progress: Iterator[dict]) -> AsyncIterator[dict]:
         while (item := await run_in_threadpool(next, progress, _END)) is not _END:
             yield item
     finally:
-        await run_in_threadpool(progress.close)
+        try:
+            await run_in_threadpool(progress.close)
+        except ValueError:  # still running on a worker whose await was cancelled
+            pass
 
 
 async def _transfer(request: Request, struct: str, empty_error: str,
