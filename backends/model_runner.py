@@ -18,7 +18,7 @@ from backends import attention
 from backends.loader import LoadedModel
 from backends.sampling_params import SamplingParams
 
-from backends.sampler import Sampler, SamplingRow
+from backends.sampler import Logprobs, Sampler, SamplingRow
 
 
 @dataclass
@@ -69,14 +69,20 @@ class ModelRunner:
         # Models with several attention kinds build one mask per kind unless handed a dict.
         self._mask_arg = {t: None for t in set(getattr(text, "layer_types", None) or [])} or None
 
-    @torch.inference_mode()
     def execute(self, chunks: list[SeqChunk]) -> list[int | None]:
         """Run one step; returns the sampled token for each chunk (None where sample=False).
 
         Decodes (one new token) must come before prefill chunks.
         """
+        return self.execute_with_logprobs(chunks)[0]
+
+    @torch.inference_mode()
+    def execute_with_logprobs(
+        self, chunks: list[SeqChunk]
+    ) -> tuple[list[int | None], list[Logprobs | None]]:
+        """As `execute`, plus each chunk's Logprobs where its params ask for them."""
         if not chunks:
-            return []
+            return [], []
         input_ids: list[int] = []
         positions: list[int] = []
         last_index: list[int] = []
@@ -95,12 +101,14 @@ class ModelRunner:
         )
         if not last_index:
             self._forward(input_ids, positions, meta, torch.tensor([len(input_ids) - 1]))
-            return [None] * len(chunks)
+            return [None] * len(chunks), [None] * len(chunks)
         logits = self._forward(input_ids, positions, meta, torch.tensor(last_index))
         rows = [self._row(c) for c in chunks if c.sample]
-        sampled = self.sampler.sample(logits.float(), rows).tolist()
-        it = iter(sampled)
-        return [next(it) if c.sample else None for c in chunks]
+        tokens, logprobs = self.sampler.sample_with_logprobs(logits.float(), rows)
+        tok_it, lp_it = iter(tokens.tolist()), iter(logprobs)
+        sampled = [next(tok_it) if c.sample else None for c in chunks]
+        probs = [next(lp_it) if c.sample else None for c in chunks]
+        return sampled, probs
 
     def _forward(self, input_ids: list[int], positions: list[int],
                  meta: attention.AttentionMetadata, keep: Tensor) -> Tensor:

@@ -16,15 +16,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from backends.detokenizer import IncrementalDetokenizer
 from backends.loader import LoadedModel
 from backends.model_runner import ModelRunner, SeqChunk, kv_block_bytes
+from backends.sampler import Logprobs
 from backends.sampling_params import SamplingParams
 from registry.errors import APIError
 from scheduler.block_manager import BlockManager
 from scheduler.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
 from scheduler.sequence import Sequence, SequenceStatus
-
-from backends.detokenizer import IncrementalDetokenizer
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class RequestOutput:
     prompt_eval_duration: int = 0  # ns
     eval_duration: int = 0  # ns
     error: BaseException | None = None
+    logprobs: list[Logprobs] = field(default_factory=list)  # for token_ids, when asked for
 
 
 @dataclass
@@ -302,12 +303,13 @@ class LLMEngine:
                 generator=seq.generator,
                 token_history=seq.token_ids,
             ))
-        sampled = self.runner.execute(chunks)
-        self._update(batch, sampled)
+        sampled, logprobs = self.runner.execute_with_logprobs(chunks)
+        self._update(batch, sampled, logprobs)
 
-    def _update(self, batch: ScheduledBatch, sampled: list[int | None]) -> None:
+    def _update(self, batch: ScheduledBatch, sampled: list[int | None],
+                logprobs: list[Logprobs | None]) -> None:
         now = time.perf_counter_ns()
-        for (seq, n), token in zip(batch.entries, sampled):
+        for (seq, n), token, lp in zip(batch.entries, sampled, logprobs):
             seq.num_computed_tokens += n
             self.block_manager.cache_full_blocks(seq)
             if token is None:
@@ -316,35 +318,37 @@ class LLMEngine:
                 seq.first_token_ns = now
                 with self._lock:
                     self._num_pending -= 1
-            self._on_token(seq, token, now)
+            self._on_token(seq, token, now, lp)
 
-    def _on_token(self, seq: Sequence, token: int, now: int) -> None:
+    def _on_token(self, seq: Sequence, token: int, now: int, lp: Logprobs | None) -> None:
+        lps = [lp] if lp is not None else []
         if token in self.eos_token_ids:
             seq.output_token_ids.append(token)
-            self._emit(seq, seq.detokenizer.flush(), [token], now, "stop")
+            self._emit(seq, seq.detokenizer.flush(), token, lps, now, "stop")
             return
         seq.append_token(token)
         text = seq.detokenizer.add(token)
         params = seq.params
         if seq.detokenizer.stopped:
-            self._emit(seq, text, [token], now, "stop")
+            self._emit(seq, text, token, lps, now, "stop")
         elif 0 <= params.num_predict <= seq.num_output_tokens or (
             params.num_predict < 0 and seq.num_output_tokens >= 10 * self.num_ctx
         ):
-            self._emit(seq, text + seq.detokenizer.flush(), [token], now, "length")
+            self._emit(seq, text + seq.detokenizer.flush(), token, lps, now, "length")
         elif seq.num_tokens > self.num_ctx:
             if self.config.context_shift:
                 seq.token_ids = self._shift(seq.token_ids, seq.num_keep,
                                             (seq.num_tokens - seq.num_keep) // 2)
                 self.scheduler.recompute(seq)
-                self._emit(seq, text, [token], now, None)
+                self._emit(seq, text, token, lps, now, None)
             else:
-                self._emit(seq, text + seq.detokenizer.flush(), [token], now, "length")
+                self._emit(seq, text + seq.detokenizer.flush(), token, lps, now, "length")
         else:
-            self._emit(seq, text, [token], now, None)
+            self._emit(seq, text, token, lps, now, None)
 
-    def _emit(self, seq: Sequence, text: str, token_ids: list[int], now: int, reason: str | None) -> None:
-        out = RequestOutput(request_id=seq.request_id, text=text, token_ids=token_ids)
+    def _emit(self, seq: Sequence, text: str, token: int, logprobs: list[Logprobs], now: int,
+              reason: str | None) -> None:
+        out = RequestOutput(request_id=seq.request_id, text=text, token_ids=[token], logprobs=logprobs)
         if reason is not None:
             out.finished, out.done_reason = True, reason
             out.prompt_eval_count = seq.num_prompt_tokens

@@ -277,3 +277,16 @@ def test_seeded_sampling_is_independent_of_the_batch(model):
     assert drain(mine) == alone
     for s in others:
         drain(s)
+
+
+def test_logprobs_come_with_tokens(model):
+    eng = make_engine(model)
+    try:
+        outs = list(eng.add_request(prompt(28, 6), greedy(3, logprobs=True, top_logprobs=2)))
+        for o in outs:
+            assert [lp.token_id for lp in o.logprobs] == o.token_ids
+            assert len(o.logprobs[0].top) == 2 and o.logprobs[0].logprob <= 0
+        outs = list(eng.add_request(prompt(28, 6), greedy(2)))
+        assert all(o.logprobs == [] for o in outs)
+    finally:
+        eng.shutdown()
