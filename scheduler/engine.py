@@ -193,6 +193,8 @@ class LLMEngine:
     ) -> RequestStream:
         if not prompt_token_ids:
             raise APIError(400, "prompt is empty")
+        if self._stopped.is_set():
+            raise APIError(500, "model unloaded")
         with self._lock:
             if self._num_pending >= self.config.max_queue:
                 raise APIError(503, QUEUE_FULL)

@@ -23,10 +23,11 @@ def model(request):
     return tiny_llama() if request.param == "llama" else tiny_gemma3()
 
 
-def make_engine(model, **kw) -> LLMEngine:
+def make_engine(model, start: bool = True, **kw) -> LLMEngine:
+    """An engine on its own thread, or (start=False) one the test steps by hand."""
     cfg = dict(block_size=4, num_kv_blocks=64, num_ctx=256, max_num_batched_tokens=64)
     cfg.update(kw)
-    return LLMEngine(model, EngineConfig(**cfg))
+    return LLMEngine(model, EngineConfig(**cfg), start=start)
 
 
 def prompt(seed: int, n: int) -> list[int]:
@@ -60,10 +61,9 @@ def run_until_idle(eng: LLMEngine, max_steps: int = 1000) -> None:
 
 
 def test_batching_with_staggered_arrivals(model):
-    eng = make_engine(model, max_num_batched_tokens=16)
+    eng = make_engine(model, start=False, max_num_batched_tokens=16)
     prompts = [prompt(s, n) for s, n in [(2, 9), (3, 23), (4, 5), (5, 14)]]
     streams = []
-    eng.shutdown()  # drive steps by hand so arrivals land at known steps
     for i, p in enumerate(prompts):
         streams.append(eng.add_request(p, greedy(10)))
         for _ in range(i + 1):
@@ -102,8 +102,7 @@ def test_prefix_cache_hit_same_tokens(model):
 @pytest.mark.parametrize("prefix_caching", [True, False])
 def test_preemption_recomputes_identically(model, prefix_caching):
     # 12 blocks of 4 tokens cannot hold three 20-token sequences at once.
-    eng = make_engine(model, num_kv_blocks=12, num_ctx=48, enable_prefix_caching=prefix_caching)
-    eng.shutdown()
+    eng = make_engine(model, start=False, num_kv_blocks=12, num_ctx=48, enable_prefix_caching=prefix_caching)
     prompts = [prompt(s, 12) for s in (10, 11, 12)]
     streams = [eng.add_request(p, greedy(10)) for p in prompts]
     run_until_idle(eng)
@@ -126,8 +125,7 @@ def test_num_predict_exact(model):
 
 
 def test_abort_frees_blocks(model):
-    eng = make_engine(model)
-    eng.shutdown()
+    eng = make_engine(model, start=False)
     s1 = eng.add_request(prompt(14, 30), greedy(-1))
     s2 = eng.add_request(prompt(15, 10), greedy(-1))
     for _ in range(4):
@@ -203,8 +201,7 @@ def test_async_stream_parity(model):
 
 
 def test_queue_full_is_503(model):
-    eng = make_engine(model, max_queue=2)
-    eng.shutdown()
+    eng = make_engine(model, start=False, max_queue=2)
     eng.add_request(prompt(18, 5), greedy(3))
     eng.add_request(prompt(19, 5), greedy(3))
     with pytest.raises(APIError) as err:
@@ -269,8 +266,7 @@ def test_seeded_sampling_is_independent_of_the_batch(model):
         alone = eng.generate(p, params)
     finally:
         eng.shutdown()
-    eng = make_engine(model)
-    eng.shutdown()
+    eng = make_engine(model, start=False)
     others = [eng.add_request(prompt(s, 7), SamplingParams(temperature=1.0, num_predict=12)) for s in (26, 27)]
     mine = eng.add_request(p, params)
     run_until_idle(eng)
@@ -290,3 +286,17 @@ def test_logprobs_come_with_tokens(model):
         assert all(o.logprobs == [] for o in outs)
     finally:
         eng.shutdown()
+
+
+def test_shutdown_fails_outstanding_and_refuses_new(model):
+    eng = make_engine(model, start=False)
+    stream = eng.add_request(prompt(29, 6), greedy(-1))
+    eng.step()
+    eng.start()
+    eng.shutdown()
+    with pytest.raises(APIError):
+        for _ in stream:
+            pass
+    with pytest.raises(APIError):
+        eng.add_request(prompt(29, 6), greedy(2))
+    assert eng.stats().free_blocks == eng.stats().total_blocks
