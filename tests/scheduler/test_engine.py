@@ -300,3 +300,34 @@ def test_shutdown_fails_outstanding_and_refuses_new(model):
     with pytest.raises(APIError):
         eng.add_request(prompt(29, 6), greedy(2))
     assert eng.stats().free_blocks == eng.stats().total_blocks
+
+
+def test_mixed_load_with_aborts_keeps_accounting(model):
+    import random
+
+    rng = random.Random(0)
+    eng = make_engine(model, start=False, num_kv_blocks=24, num_ctx=64, max_num_batched_tokens=12)
+    shared = prompt(30, 9)
+    live, done = [], []
+    for step in range(150):
+        if step < 100 and rng.random() < 0.3:
+            p = (shared if rng.random() < 0.5 else []) + prompt(rng.randrange(1000), rng.randrange(1, 20))
+            params = greedy(rng.randrange(1, 15)) if rng.random() < 0.7 else SamplingParams(
+                temperature=0.8, seed=rng.randrange(100), num_predict=rng.randrange(1, 15))
+            live.append((p, params, eng.add_request(p, params)))
+        if live and rng.random() < 0.05:
+            live.pop(rng.randrange(len(live)))[2].close()
+        eng.step()
+        bm = eng.block_manager
+        in_use = {b for s in eng.scheduler.running for b in s.block_table}
+        assert bm.num_free_blocks + len(in_use) == bm.num_blocks
+    run_until_idle(eng)
+    stats = eng.stats()
+    assert stats.free_blocks == stats.total_blocks and stats.running == stats.waiting == 0
+    for p, params, stream in live:
+        outs = list(stream)
+        assert outs[-1].finished
+        toks = [t for o in outs for t in o.token_ids]
+        assert len(toks) == params.num_predict
+        if params.greedy:
+            assert toks == reference_greedy(model, p, params.num_predict)
