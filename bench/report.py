@@ -194,6 +194,11 @@ def plot(results: BenchResults, path: Path) -> Path | None:
         plt.close(fig)
         return None
     ax.set_xscale("log", base=2)
+    ticks = sorted({c for points in systems.values() for c, _ in points} | {row.batch for row in results.hf})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    top = max([t for points in systems.values() for _, t in points] + [r.tok_s or 0 for r in results.hf])
+    ax.set_ylim(0, top * 1.15)
     ax.set_xlabel("concurrent streams (batch size for transformers)")
     ax.set_ylabel("aggregate output tok/s")
     ax.set_title(str(results.meta.get("model", "")) + " output throughput")
