@@ -70,7 +70,8 @@ def tiny_gemma3(seed: int = 0, vocab: int = 300, layers: int = 3, sliding_window
     return _loaded(Gemma3ForCausalLM(cfg), vocab)
 
 
-def reference_greedy(loaded: LoadedModel, prompt: list[int], max_new_tokens: int) -> list[int]:
+def reference_greedy(loaded: LoadedModel, prompt: list[int], max_new_tokens: int,
+                     attn_implementation: str = "sdpa") -> list[int]:
     """The oracle: transformers `generate`, greedy, with transformers' own attention.
 
     It switches the model's attention implementation for the call, so no engine may be
@@ -78,7 +79,7 @@ def reference_greedy(loaded: LoadedModel, prompt: list[int], max_new_tokens: int
     """
     model = loaded.model
     saved = model.config._attn_implementation
-    model.set_attn_implementation("sdpa")
+    model.set_attn_implementation(attn_implementation)
     try:
         with torch.inference_mode():
             out = model.generate(

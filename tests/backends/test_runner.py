@@ -43,3 +43,28 @@ def test_two_sequences_one_forward_each_step(model):
             h.append(tok)
     assert hist[0][len(prompts[0]):] == refs[0]
     assert hist[1][len(prompts[1]):][:6] == refs[1]
+
+
+def test_softcapped_gemma2_parity():
+    import torch
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from backends.testing import _loaded
+
+    torch.manual_seed(0)
+    cfg = Gemma2Config(
+        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=6,
+        attn_logit_softcapping=5.0, final_logit_softcapping=10.0, max_position_embeddings=256,
+        attn_implementation="eager",
+    )
+    model = _loaded(Gemma2ForCausalLM(cfg), 300)
+    prompt = list(range(7, 27))
+    want = reference_greedy(model, prompt, 6, attn_implementation="eager")
+    runner = ModelRunner(model, num_blocks=16, block_size=4)
+    table = list(range(16))
+    hist = list(prompt)
+    hist.append(runner.execute([SeqChunk(prompt, 0, table, params=GREEDY)])[0])
+    for _ in range(5):
+        hist.append(runner.execute([SeqChunk([hist[-1]], len(hist) - 1, table, params=GREEDY)])[0])
+    assert hist[len(prompt):] == want
