@@ -102,3 +102,13 @@ def test_gguf_converts_once_and_matches_generate(gemma_gguf, tmp_path, monkeypat
         want = originals[0].generate(prompt, **kw)
         got = second.model.generate(prompt, **kw)
     assert got.tolist() == want.tolist()
+
+
+def test_minilm_encoder_loads_from_blob_mapping(minilm_dir, tmp_path):
+    files = {str(p.relative_to(minilm_dir)): p for p in minilm_dir.rglob("*") if p.is_file()}
+    lm = load_safetensors(files, LoadOptions(cache_dir=tmp_path), kind="encoder")
+    assert lm.kind == "encoder" and lm.eos_token_ids == []
+    batch = lm.tokenizer(["hello world"], return_tensors="pt")
+    with torch.inference_mode():
+        hidden = lm.model(**batch).last_hidden_state
+    assert hidden.shape[-1] == lm.config.hidden_size == 384
