@@ -37,7 +37,7 @@ class _Layout:
     # Decode rows: one query each, keys padded to the longest context.
     decode_slots: Tensor | None = None  # [B_dec, K] long
     decode_mask: Tensor | None = None  # [B_dec, 1, 1, K] bool (None: nothing padded)
-    # Prefill chunks: (query start, query end, key slots [K], mask [q, K] or None).
+    # Prefill chunks: (query start, query end, key slots [K], mask [q, K]; None: plain causal).
     prefills: list[tuple[int, int, Tensor, Tensor | None]] = field(default_factory=list)
     # Varlen (flash) form: all sequences' key slots concatenated.
     flat_slots: Tensor | None = None
@@ -118,6 +118,11 @@ class AttentionMetadata:
             q, ctx = self.query_lens[i], self.context_lens[i]
             first, last = self._key_range(i, window)
             slots = self._slots(i, first, last).to(dev)
+            if window is None and q == ctx:
+                # A whole prompt at once: the kernel's own causal mode is faster than a mask.
+                lay.prefills.append((start, start + q, slots, None))
+                start += q
+                continue
             q_pos = torch.arange(ctx - q, ctx, device=dev)[:, None]
             k_pos = torch.arange(first, last, device=dev)[None, :]
             mask = k_pos <= q_pos
@@ -165,12 +170,19 @@ def build_metadata(
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float,
-            softcap: float | None) -> Tensor:
-    """q [B, Hq, Lq, D], k/v [B, Hkv, Lk, D], mask bool broadcastable to [B, Hq, Lq, Lk]."""
+            softcap: float | None, causal: bool = False) -> Tensor:
+    """q [B, Hq, Lq, D], k/v [B, Hkv, Lk, D], mask bool broadcastable to [B, Hq, Lq, Lk].
+
+    `causal` (with mask None) means square causal attention, queries and keys aligned.
+    """
     if softcap is None:
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
+            q, k, v, attn_mask=mask, scale=scale, is_causal=causal,
+            enable_gqa=q.shape[1] != k.shape[1],
         )
+    if causal:
+        n = q.shape[-2]
+        mask = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k = k.repeat_interleave(groups, dim=1)
@@ -199,7 +211,8 @@ def _torch_attention(meta: AttentionMetadata, q: Tensor, k_flat: Tensor, v_flat:
     for start, end, slots, mask in lay.prefills:
         keys = k_flat.index_select(0, slots).transpose(0, 1)[None]  # [1, Hkv, K, D]
         vals = v_flat.index_select(0, slots).transpose(0, 1)[None]
-        res = _attend(q[start:end].transpose(0, 1)[None], keys, vals, mask, scale, softcap)
+        res = _attend(q[start:end].transpose(0, 1)[None], keys, vals, mask, scale, softcap,
+                      causal=mask is None)
         out[start:end] = res[0].transpose(0, 1)
     return out
 
