@@ -81,13 +81,16 @@ _END = object()
 class RequestStream:
     """One request's outputs: async-iterable from the loop that created it, else iterable."""
 
-    def __init__(self, engine: "LLMEngine", request_id: str):
+    def __init__(self, engine: "LLMEngine", request_id: str,
+                 loop: asyncio.AbstractEventLoop | None = None):
         self.request_id = request_id
         self._engine = engine
-        try:
-            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            self._loop = None
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+        self._loop = loop
         self._aqueue: asyncio.Queue | None = asyncio.Queue() if self._loop else None
         self._squeue: queue.SimpleQueue | None = None if self._loop else queue.SimpleQueue()
         self.finished = False
@@ -114,7 +117,9 @@ class RequestStream:
         return self
 
     async def __anext__(self) -> RequestOutput:
-        if self.finished or self._aqueue is None:
+        if self._aqueue is None:
+            raise TypeError("this stream was created outside an event loop; iterate it synchronously")
+        if self.finished:
             raise StopAsyncIteration
         try:
             return self._unwrap(await self._aqueue.get())
@@ -126,7 +131,9 @@ class RequestStream:
         return self
 
     def __next__(self) -> RequestOutput:
-        if self.finished or self._squeue is None:
+        if self._squeue is None:
+            raise TypeError("this stream belongs to an event loop; iterate it with async for")
+        if self.finished:
             raise StopIteration
         return self._unwrap(self._squeue.get())
 
@@ -190,7 +197,14 @@ class LLMEngine:
         params: SamplingParams,
         request_id: str | None = None,
         num_keep: int | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> RequestStream:
+        """Queue a request; its outputs arrive on the returned stream.
+
+        The stream is async-iterable on `loop` (default: the running loop, if any), else
+        iterable with blocking reads. Raises APIError 503 when `max_queue` requests are
+        already waiting, 400 for a prompt over num_ctx when context shift is off.
+        """
         if not prompt_token_ids:
             raise APIError(400, "prompt is empty")
         if self._stopped.is_set():
@@ -200,7 +214,7 @@ class LLMEngine:
                 raise APIError(503, QUEUE_FULL)
             self._num_pending += 1
         request_id = request_id or f"req-{next(self._ids)}"
-        stream = RequestStream(self, request_id)
+        stream = RequestStream(self, request_id, loop)
         try:
             seq = self._new_sequence(list(prompt_token_ids), params, request_id, num_keep)
         except BaseException:

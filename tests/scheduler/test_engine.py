@@ -331,3 +331,21 @@ def test_mixed_load_with_aborts_keeps_accounting(model):
         assert len(toks) == params.num_predict
         if params.greedy:
             assert toks == reference_greedy(model, p, params.num_predict)
+
+
+def test_stream_for_a_loop_created_from_a_worker_thread(model):
+    eng = make_engine(model)
+    p = prompt(31, 7)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        stream = await asyncio.to_thread(eng.add_request, p, greedy(4), None, None, loop)
+        return [t async for o in stream for t in o.token_ids]
+
+    try:
+        got = asyncio.run(main())
+        with pytest.raises(TypeError):
+            next(iter(eng.add_request(p, greedy(1), loop=asyncio.new_event_loop())))
+    finally:
+        eng.shutdown()
+    assert got == reference_greedy(model, p, 4)
