@@ -2,7 +2,8 @@
 in Ollama's NDJSON shape (`/api/generate`, `/api/chat`) and llama-server's SSE shape
 (`/completion`). The load generator and the report pipeline are the units under test.
 
-Also runnable as a stand-in `llama-server` binary: `python fakes.py --port N ...`.
+Also runnable as a stand-in server binary: `python fakes.py --port N ...` (llama-server's
+arguments) or `python fakes.py serve` with OLLAMA_HOST set (`corral serve`).
 """
 
 from __future__ import annotations
@@ -142,6 +143,11 @@ def build_app(state: FakeState | None = None) -> Starlette:
 if __name__ == "__main__":
     import uvicorn
 
+    import os
+
     args = sys.argv[1:]
-    port = int(args[args.index("--port") + 1])
+    if "--port" in args:  # as llama-server
+        port = int(args[args.index("--port") + 1])
+    else:  # as `corral serve`
+        port = int(os.environ["OLLAMA_HOST"].rsplit(":", 1)[1])
     uvicorn.run(build_app(), host="127.0.0.1", port=port, log_level="warning")

@@ -96,6 +96,24 @@ def test_bench_cli_drives_a_llama_server_binary(tmp_path: Path, monkeypatch: pyt
     assert log.exists()
 
 
+def test_bench_cli_starts_its_own_corral(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import procs
+
+    monkeypatch.setattr(procs, "corral_argv", lambda: [sys.executable, str(FAKES_PATH), "serve"])
+    monkeypatch.setattr(cli, "CACHE", tmp_path / "cache")
+    out = tmp_path / "out"
+    code = cli.main(["--skip-transformers", "--concurrency", "1,2", "--num-predict", "3", "--requests-per-client", "1",
+                     "--batch", "2", "--reps", "1", "--start-timeout", "60", "--out", str(out)])
+    assert code == 0
+    data = json.loads((out / "results.json").read_text())
+    assert [(p["system"], p["concurrency"], p["errors"]) for p in data["phases"]] == [("corral", 1, 0), ("corral", 2, 0)]
+    assert [s["key"] for s in data["scenarios"]] == ["prefix_cache", "structured", "busy_ttft", "load_time"]
+    assert all(s["status"] is None for s in data["scenarios"]), data["scenarios"]
+    assert {r["key"]: r["verdict"] for r in data["ratios"]}["load_time"] in ("PASS", "MISS")
+    logs = sorted(p.name for p in (out / "logs").iterdir())
+    assert logs == ["corral-load-first.log", "corral-load-second.log", "corral.log"]
+
+
 def test_missing_llama_binary_is_a_usage_error(tmp_path: Path) -> None:
     assert cli.main(["--llama-server", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
 
