@@ -10,6 +10,7 @@ LM head (`logits_to_keep` as a tensor of indices).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,6 +33,7 @@ class SeqChunk:
     params: SamplingParams = field(default_factory=SamplingParams)
     generator: torch.Generator | None = None
     token_history: list[int] = field(default_factory=list)
+    constraint: Any = None  # a backends.structured.GrammarConstraint for this row's sample
 
 
 def kv_cache_shape(config, block_size: int) -> tuple[int, int, int, int]:
@@ -48,6 +50,18 @@ def kv_block_bytes(config, block_size: int, dtype: torch.dtype) -> int:
     return 2 * layers * bs * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
 
 
+def _layer_devices(model: torch.nn.Module, layers: int, default: torch.device) -> list[torch.device]:
+    """The device of each attention layer's weights, by `layer_idx`."""
+    devices = [default] * layers
+    for module in model.modules():
+        idx = getattr(module, "layer_idx", None)
+        if isinstance(idx, int) and 0 <= idx < layers:
+            param = next(module.parameters(recurse=True), None)
+            if param is not None:
+                devices[idx] = param.device
+    return devices
+
+
 class ModelRunner:
     def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int = 16):
         self.loaded = loaded
@@ -57,15 +71,18 @@ class ModelRunner:
         self.num_blocks = num_blocks
         self.model.set_attn_implementation(attention.register())
         layers, bs, kv_heads, head_dim = kv_cache_shape(loaded.config, block_size)
+        # Each layer's cache lives with that layer's weights (a split model spans devices).
+        layer_devices = _layer_devices(loaded.model, layers, self.device)
         self.kv_caches = [
             (
-                torch.zeros(num_blocks, bs, kv_heads, head_dim, dtype=loaded.dtype, device=self.device),
-                torch.zeros(num_blocks, bs, kv_heads, head_dim, dtype=loaded.dtype, device=self.device),
+                torch.zeros(num_blocks, bs, kv_heads, head_dim, dtype=loaded.dtype, device=dev),
+                torch.zeros(num_blocks, bs, kv_heads, head_dim, dtype=loaded.dtype, device=dev),
             )
-            for _ in range(layers)
+            for dev in layer_devices
         ]
         self.sampler = Sampler()
         text = loaded.config.get_text_config() if hasattr(loaded.config, "get_text_config") else loaded.config
+        self.vocab_size = text.vocab_size  # the width of the logits the sampler sees
         # Models with several attention kinds build one mask per kind unless handed a dict.
         self._mask_arg = {t: None for t in set(getattr(text, "layer_types", None) or [])} or None
 
@@ -125,4 +142,5 @@ class ModelRunner:
 
     @staticmethod
     def _row(c: SeqChunk) -> SamplingRow:
-        return SamplingRow(params=c.params, generator=c.generator, token_history=c.token_history)
+        return SamplingRow(params=c.params, generator=c.generator, token_history=c.token_history,
+                           constraint=c.constraint)

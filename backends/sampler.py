@@ -6,6 +6,10 @@ the other rows go through temperature, top_k, top_p, min_p, typical_p and an exp
 most max(top_k) wide when every random row caps top_k, so the full vocabulary is sorted only
 when some row disables top_k.
 
+A row with a grammar constraint (structured output) has its logits masked to the tokens the
+grammar allows before anything else, and its matcher accepts the token drawn; rows without
+one are untouched, and a batch without any pays nothing.
+
 A row with a `torch.Generator` draws its noise alone, from its own generator and with a length
 that depends only on its own parameters, so a seeded request gives the same tokens whatever
 else shares the batch and wherever its row sits.
@@ -14,11 +18,13 @@ else shares the batch and wherever its row sits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from backends.sampling_params import SamplingParams
+from backends.structured import apply_constraints
 
 
 @dataclass
@@ -27,6 +33,8 @@ class SamplingRow:
     generator: torch.Generator | None = None
     # The sequence's tokens so far (prompt and output, as llama.cpp's penalty window sees them).
     token_history: list[int] = field(default_factory=list)
+    # A `backends.structured.GrammarConstraint`, advanced by the token sampled for this row.
+    constraint: Any = None
 
 
 @dataclass
@@ -110,6 +118,20 @@ class Sampler:
         """
         if logits.shape[0] != len(rows):
             raise ValueError(f"{logits.shape[0]} logit rows for {len(rows)} sampling rows")
+        constraints = [r.constraint for r in rows]
+        if not any(c is not None for c in constraints):
+            return self._sample(logits, rows)
+        logits = apply_constraints(logits.float().clone(), constraints)
+        tokens, logprobs = self._sample(logits, rows)
+        chosen = tokens.tolist()
+        for c, t in zip(constraints, chosen):
+            if c is not None:
+                c.accept(t)
+        return tokens, logprobs
+
+    def _sample(
+        self, logits: Tensor, rows: list[SamplingRow]
+    ) -> tuple[Tensor, list[Logprobs | None]]:
         want_logprobs = any(r.params.logprobs for r in rows)
         needs_penalty = any(_penalties_active(r.params) for r in rows)
         if all(r.params.greedy for r in rows) and not needs_penalty and not want_logprobs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -22,6 +23,8 @@ class SamplingParams:
     # Structured output / logprobs hooks, filled by the structured-output layer.
     logprobs: bool = False
     top_logprobs: int = 0
+    # A `backends.structured.GrammarSpec` (Ollama's `format`), or None: unconstrained.
+    format: Any = None
 
     @property
     def greedy(self) -> bool:

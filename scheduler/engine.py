@@ -21,6 +21,7 @@ from backends.loader import LoadedModel
 from backends.model_runner import ModelRunner, SeqChunk, kv_block_bytes
 from backends.sampler import Logprobs
 from backends.sampling_params import SamplingParams
+from backends.structured import GrammarCache
 from registry.errors import APIError
 from scheduler.block_manager import BlockManager
 from scheduler.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
@@ -174,6 +175,7 @@ class LLMEngine:
             self.block_manager,
         )
         self.eos_token_ids = set(loaded.eos_token_ids)
+        self.grammars = GrammarCache(loaded.tokenizer, self.runner.vocab_size, sorted(self.eos_token_ids))
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._requests: dict[str, Sequence] = {}
         self._lock = threading.Lock()
@@ -258,6 +260,8 @@ class LLMEngine:
             prompt = self._shift(prompt, keep, len(prompt) - self.num_ctx // 2)
         seq = Sequence(prompt_token_ids=prompt, params=params, request_id=request_id,
                        num_ctx=self.num_ctx, num_keep=keep)
+        if params.format is not None:
+            seq.constraint = self.grammars.constraint(params.format)
         seq.detokenizer = IncrementalDetokenizer(self.loaded.tokenizer, list(params.stop), prompt_token_ids=prompt)
         return seq
 
@@ -318,6 +322,7 @@ class LLMEngine:
                 params=seq.params,
                 generator=seq.generator,
                 token_history=seq.token_ids,
+                constraint=seq.constraint,
             ))
         sampled, logprobs = self.runner.execute_with_logprobs(chunks)
         self._update(batch, sampled, logprobs)

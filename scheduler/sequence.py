@@ -36,6 +36,7 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)
     generator: torch.Generator | None = None
     detokenizer: Any = None
+    constraint: Any = None  # a GrammarConstraint: fed only sampled tokens, kept across recomputes
     stream: Any = None  # the RequestStream that receives this sequence's outputs
     num_ctx: int = 0
     num_keep: int = 0
