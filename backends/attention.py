@@ -60,6 +60,18 @@ class AttentionMetadata:
     use_flash: bool = False
     cu_seqlens_q: Tensor | None = None
     _layouts: dict[int | None, _Layout] = field(default_factory=dict)
+    _on_device: dict[torch.device, "AttentionMetadata"] = field(default_factory=dict)
+
+    def on(self, device: torch.device) -> "AttentionMetadata":
+        """This step's metadata with its tensors on `device` (layers of a split model)."""
+        if device == self.device:
+            return self
+        meta = self._on_device.get(device)
+        if meta is None:
+            meta = build_metadata(self.kv_caches, self.query_lens, self.context_lens,
+                                  self.block_tables, self.block_size, device)
+            self._on_device[device] = meta
+        return meta
 
     @property
     def num_tokens(self) -> int:
@@ -257,6 +269,7 @@ def paged_attention(
     if meta is None:
         raise RuntimeError(f"{ATTN_IMPLEMENTATION} attention needs the step metadata")
     k_cache, v_cache = meta.kv_caches[module.layer_idx]
+    meta = meta.on(k_cache.device)
     k_flat = k_cache.view(-1, *k_cache.shape[2:])
     v_flat = v_cache.view(-1, *v_cache.shape[2:])
     k_flat.index_copy_(0, meta.slot_mapping, key[0].transpose(0, 1).to(k_flat.dtype))

@@ -33,6 +33,20 @@ class LoadOptions:
     device: str = "cpu"
     dtype: torch.dtype | None = None  # None: float32 on CPU, bfloat16 (or float16) on CUDA
     num_thread: int = 0  # 0: leave torch's default
+    # Ollama quantization name recorded at create (Q4_K_M, Q4_0 -> 4-bit NF4; Q8_0 -> 8-bit).
+    quantize: str = ""
+    # A model split over devices: accelerate's max_memory ({"0": bytes, "1": bytes, "cpu": ...}).
+    max_memory: dict[str, int] | None = None
+
+
+def quantization_config(quantize: str, compute_dtype: torch.dtype) -> Any:
+    """bitsandbytes settings for an Ollama quantization name: 8-bit for Q8_*, else 4-bit NF4."""
+    from transformers import BitsAndBytesConfig
+
+    if quantize.upper().startswith("Q8"):
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_compute_dtype=compute_dtype)
 
 
 @dataclass
@@ -182,7 +196,16 @@ def load_pretrained_dir(model_dir: Path, opts: LoadOptions,
     device = torch.device(opts.device)
     dtype = opts.dtype or default_dtype(device)
     auto = AutoModelForCausalLM if kind == "causal" else AutoModel
-    model = auto.from_pretrained(str(model_dir), dtype=dtype).to(device)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if opts.quantize:
+        kwargs["quantization_config"] = quantization_config(opts.quantize, dtype)
+        kwargs["device_map"] = {"": str(device)}
+    if opts.max_memory:
+        kwargs["device_map"] = "auto"
+        kwargs["max_memory"] = {int(k) if k.isdigit() else k: v for k, v in opts.max_memory.items()}
+    model = auto.from_pretrained(str(model_dir), **kwargs)
+    if "device_map" not in kwargs:
+        model = model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     return _finish(model, tokenizer, device, dtype, kind)
 

@@ -106,16 +106,21 @@ class InstanceFactory:
         shape = ModelShape.from_kv(meta.architecture, meta.kv, meta.parameter_count)
         dtype = _dtype_name("cuda" if torch.cuda.is_available() else "cpu")
         dtype_bytes = 4.0 if dtype == "float32" else 2.0
+        quantize = ref.model.config.quantize.upper()
+        weights = ("int8" if quantize.startswith("Q8") else "nf4") if quantize else dtype
         encoder = _is_encoder(ref.model)
         kv_tokens = 0 if encoder else self._kv_tokens(options)
         max_seqs = 1 if encoder else max(16, self.config.num_parallel)
-        return estimate_bytes(shape, dtype, kv_tokens, dtype_bytes,
+        return estimate_bytes(shape, weights, kv_tokens, dtype_bytes,
                               self.config.max_num_batched_tokens, max_seqs)
 
     def load(self, ref: ModelRef, options: RunnerOptions, placement: Placement) -> ModelInstance:
         model = ref.model
-        opts = LoadOptions(cache_dir=self.config.cache_dir, device=placement.primary,
-                           num_thread=options.num_thread)
+        opts = LoadOptions(
+            cache_dir=self.config.cache_dir, device=placement.primary,
+            num_thread=options.num_thread, quantize=model.config.quantize,
+            max_memory=placement.max_memory() if placement.is_split else None,
+        )
         if _is_encoder(model):
             files = model.safetensors_files
             loaded = load_safetensors(files, opts, kind="encoder")
