@@ -173,3 +173,18 @@ def test_32_concurrent_streams_with_disconnects(live_server):
     assert _metric(metrics, "corral_sequences_running") == 0
     assert _metric(metrics, "corral_model_requests_in_flight") == 0
     assert _metric(metrics, "corral_kv_blocks_free") == _metric(metrics, "corral_kv_blocks_total")
+
+
+def test_quantized_safetensors_model(ollama_client):
+    """create's quantize is recorded for a safetensors model and applied (bitsandbytes) at load."""
+    assert ollama_client.create(model="minilm-q8", from_="all-minilm", quantize="q8_0",
+                                stream=False).status == "success"
+    try:
+        assert ollama_client.show("minilm-q8").details.quantization_level == "Q8_0"
+        text = ["The cat sits on the mat."]
+        full = ollama_client.embed(model="all-minilm", input=text).embeddings[0]
+        quant = ollama_client.embed(model="minilm-q8", input=text).embeddings[0]
+        assert len(quant) == 384 and quant != full
+        assert sum(a * b for a, b in zip(full, quant)) > 0.95
+    finally:
+        ollama_client.delete("minilm-q8")
