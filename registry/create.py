@@ -22,7 +22,7 @@ from registry.manifest import (
 from registry.model import ModelNotFoundError, get_model, load_model
 from registry.model_info import ModelMetadata, human_number, is_gguf, read_gguf, read_safetensors
 from registry.modelfile import ModelfileFields, modelfile_fields, parse_modelfile
-from registry.names import ModelName, parse_name
+from registry.names import ModelName
 from registry.store import Store, validate_digest
 
 Progress = dict[str, Any]

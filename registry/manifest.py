@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from registry.gofmt import go_json
+
 MEDIA_TYPE_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MEDIA_TYPE_CONFIG = "application/vnd.docker.container.image.v1+json"
 MEDIA_TYPE_MODEL = "application/vnd.ollama.image.model"
@@ -26,12 +28,6 @@ MEDIA_TYPE_LICENSE = "application/vnd.ollama.image.license"
 MEDIA_TYPE_EMBED = "application/vnd.ollama.image.embed"
 MEDIA_TYPE_TENSOR = "application/vnd.ollama.image.tensor"
 MEDIA_TYPE_JSON = "application/vnd.ollama.image.json"
-
-
-def go_json(obj: Any) -> str:
-    """Compact JSON like Go's encoder (no spaces; Go escapes <, >, & in strings)."""
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def sha256_digest(data: bytes) -> str:

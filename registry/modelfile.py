@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import APIError
+from registry.gofmt import go_quote
 
 # Ollama's options (api/types.go Options + Runner) and their Go kinds.
 OPTION_TYPES: dict[str, str] = {
@@ -442,28 +443,6 @@ def go_v(value: Any) -> str:
     if value is None:
         return "<nil>"
     return str(value)
-
-
-_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-               "\v": "\\v", "\\": "\\\\", '"': '\\"'}
-
-
-def go_quote(s: str) -> str:
-    """strconv.Quote (what %#v prints for a string)."""
-    out = ['"']
-    for ch in s:
-        if ch in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x80:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    out.append('"')
-    return "".join(out)
 
 
 def go_sharp_v(value: Any) -> str:

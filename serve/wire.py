@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from registry.errors import APIError
+from registry.gofmt import go_json
 
 # Field kinds and the Go type Ollama declares for them (used in type-mismatch messages).
 GO_TYPES = {
@@ -135,10 +136,7 @@ def model_field(data: Mapping[str, Any]) -> str:
 
 def encode(obj: Any) -> bytes:
     """JSON as Go's encoding/json writes it: compact, HTML characters escaped."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    return text.encode("utf-8")
+    return go_json(obj).encode("utf-8")
 
 
 def go_time(dt: datetime) -> str:

@@ -15,6 +15,8 @@ from importlib import resources
 
 import numpy as np
 
+from registry.gofmt import go_json
+
 MAX_DISTANCE = 100
 
 __all__ = ["NamedTemplate", "detect_template", "named_template", "known_templates", "levenshtein"]
@@ -31,14 +33,8 @@ class NamedTemplate:
         if self.parameters is None:
             return None
         stops = self.parameters.get("stop")
-        body = "null" if stops is None else "[" + ",".join(_go_json_string(s) for s in stops) + "]"
+        body = "null" if stops is None else "[" + ",".join(go_json(s) for s in stops) + "]"
         return ('{"stop":' + body + "}\n").encode()
-
-
-def _go_json_string(s: str) -> str:
-    out = json.dumps(s, ensure_ascii=False)
-    return out.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026") \
-              .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
 def _read(name: str) -> str | None:

@@ -14,6 +14,8 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from registry.gofmt import go_quote
+
 
 class OrderedMap(dict):
     """A Go map type whose JSON keeps insertion order (Ollama's ordered maps)."""
@@ -38,30 +40,6 @@ def type_name(v: Any) -> str:
 
 
 # strconv -----------------------------------------------------------------------------------
-
-_QUOTE_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-                  "\v": "\\v", "\\": "\\\\", '"': '\\"'}
-
-
-def go_quote(s: str) -> str:
-    """strconv.Quote: a double-quoted Go string literal."""
-    out = ['"']
-    for c in s:
-        if c in _QUOTE_ESCAPES:
-            out.append(_QUOTE_ESCAPES[c])
-        elif c == " " or (c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF):
-            out.append(c)
-        elif ord(c) < 0x20 or ord(c) == 0x7F:
-            out.append(f"\\x{ord(c):02x}")
-        elif 0xD800 <= ord(c) <= 0xDFFF:
-            out.append("\\ufffd")
-        elif ord(c) < 0x10000:
-            out.append(f"\\u{ord(c):04x}")
-        else:
-            out.append(f"\\U{ord(c):08x}")
-    out.append('"')
-    return "".join(out)
-
 
 def _shortest_digits(f: float) -> tuple[str, int]:
     """Shortest round-trip decimal digits d and point position dp: |f| = 0.d * 10**dp."""
