@@ -37,26 +37,16 @@ class Device:
         return self.torch_device.startswith("cuda")
 
 
-def _meminfo_available() -> int:
+def _meminfo(field: str, default: int) -> int:
+    """A /proc/meminfo field in bytes (the CPU's total or available memory)."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
-
-
-def _meminfo_total() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 * 1024**3
+    return default
 
 
 class DeviceInventory:
@@ -100,7 +90,8 @@ class DeviceInventory:
                 return torch.cuda.mem_get_info(int(d.torch_device.split(":")[1]))[0]
 
             return cls(devices, cuda_free)
-        return cls([Device("cpu", "cpu", _meminfo_total())], lambda d: _meminfo_available())
+        return cls([Device("cpu", "cpu", _meminfo("MemTotal", 8 * 1024**3))],
+                   lambda d: _meminfo("MemAvailable", 0))
 
     def reserved(self, device_id: str) -> int:
         return self._reserved[device_id]
