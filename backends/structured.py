@@ -9,21 +9,28 @@ its state instead of replaying the prompt into it.
 
 Both formats are compiled without free whitespace (`any_whitespace=False`): a small model given
 `"\\n"` as an option can emit whitespace until num_predict runs out, and the JSON stays as valid.
-xgrammar is imported on first use; an unconstrained server never loads it.
+xgrammar is imported with this module, never lazily inside a request: a first import racing a
+model load on another thread sees transformers' lazy modules half initialized.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import xgrammar as xgr
 from torch import Tensor
+from transformers import PreTrainedTokenizerBase
 
 from registry.errors import APIError
+
+log = logging.getLogger(__name__)
+
 
 # Ollama's built-in JSON grammar (llm/llama_server.go grammarJSON) has an object at the root.
 _JSON_OBJECT = '{"type": "object"}'
@@ -56,21 +63,17 @@ def parse_format(value: Any) -> GrammarSpec | None:
         return GrammarSpec("json")
     if not isinstance(value, dict):
         raise format_error(value)
+    # Property order is kept: it is the order the grammar writes them in.
+    schema = json.dumps(value, ensure_ascii=False)
     try:
-        # Property order is kept: it is the order the grammar writes them in.
-        schema = json.dumps(value, ensure_ascii=False)
-        import xgrammar as xgr
-
         xgr.Grammar.from_json_schema(schema, any_whitespace=False)
-    except Exception:  # noqa: BLE001 - xgrammar raises RuntimeError/ValueError variants
+    except Exception as exc:  # noqa: BLE001 - xgrammar raises RuntimeError/ValueError variants
+        log.debug("format rejected: %s", exc)
         raise format_error(value) from None
     return GrammarSpec("schema", schema)
 
 
 def _tokenizer_info(tokenizer: Any, vocab_size: int, stop_token_ids: list[int]):
-    import xgrammar as xgr
-    from transformers import PreTrainedTokenizerBase
-
     if isinstance(tokenizer, PreTrainedTokenizerBase):
         return xgr.TokenizerInfo.from_huggingface(
             tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids or None)
@@ -97,8 +100,7 @@ class GrammarCache:
 
     def _get_compiler(self):
         if self._compiler is None:
-            import xgrammar as xgr
-
+        
             info = _tokenizer_info(self.tokenizer, self.vocab_size, self.stop_token_ids)
             self._compiler = xgr.GrammarCompiler(info, max_threads=2, cache_enabled=False)
         return self._compiler
@@ -116,7 +118,8 @@ class GrammarCache:
                 compiled = compiler.compile_json_schema(
                     spec.schema if spec.kind == "schema" else _JSON_OBJECT,
                     any_whitespace=False, strict_mode=spec.kind == "schema")
-            except Exception:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001
+                log.debug("format rejected by the compiler: %s", exc)
                 raise format_error(json.loads(spec.schema or '"json"')) from None
             self.num_compiles += 1
             self._compiled[spec] = compiled
@@ -132,8 +135,7 @@ class GrammarConstraint:
     """One sequence's position in its grammar."""
 
     def __init__(self, compiled: Any, stop_token_ids: list[int]):
-        import xgrammar as xgr
-
+    
         self.matcher = xgr.GrammarMatcher(compiled)
         self.stop_token_ids = list(stop_token_ids)
         self.rejected = 0

@@ -17,7 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from backends.detokenizer import token_bytes
 from backends.parsers import ChatOutputParser, ParsedDelta
+from backends.structured import parse_format
 from registry.errors import APIError
 from registry.model import Model, ModelNotFoundError, get_model
 from registry.names import parse_name
@@ -84,6 +86,36 @@ def _check_capabilities(model: Model, needed: list[str], verb: str, think: bool 
     return None
 
 
+def _apply_format_and_logprobs(body: dict, options: Options) -> None:
+    """`format` becomes the request's grammar; an invalid one is a 400 before any load
+    (current Ollama fails at completion time with a 500; the early 400 is older Ollama's)."""
+    options.sampling.format = parse_format(body.get("format"))
+    options.sampling.logprobs = bool(body.get("logprobs"))
+    options.sampling.top_logprobs = req.top_logprobs(body) if options.sampling.logprobs else 0
+
+
+def _token_logprob(tokenizer: Any, token_id: int, logprob: float) -> dict:
+    raw = token_bytes(tokenizer, token_id)
+    out = {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob}
+    if raw:
+        out["bytes"] = list(raw)
+    return out
+
+
+def _wire_logprobs(tokenizer: Any, logprobs: list, skip: set[int]) -> list[dict]:
+    """The engine's Logprobs as Ollama's (§2.9); end-of-sequence tokens are not in the text,
+    so they have none."""
+    wire = []
+    for lp in logprobs:
+        if lp.token_id in skip:
+            continue
+        entry = _token_logprob(tokenizer, lp.token_id, lp.logprob)
+        if lp.top:
+            entry["top_logprobs"] = [_token_logprob(tokenizer, t, v) for t, v in lp.top]
+        wire.append(entry)
+    return wire
+
+
 def _metrics(final: Any, started: int, loaded: int) -> dict[str, int]:
     out = {
         "total_duration": time.perf_counter_ns() - started,
@@ -108,26 +140,41 @@ async def _run(
     loaded_at = time.perf_counter_ns()
     instance = lease.instance
     try:
+        spec = turn.options.sampling.format
+        if spec is not None:  # compile (or find in the cache) off the event loop
+            await run_in_threadpool(instance.engine.grammars.compile, spec)
         stream = instance.engine.add_request(
             prompt_tokens, turn.options.sampling, num_keep=turn.options.num_keep)
     except BaseException:
         await lease.release()
         raise
     output_ids: list[int] = []
+    eos = instance.engine.eos_token_ids
+    # Logprobs ride on the next chunk written: text held back (a stop-string prefix, a tool
+    # tag) delays its tokens' logprobs with it.
+    pending: list[dict] = []
     try:
         async for out in stream:
-            output_ids += [t for t in out.token_ids if t not in instance.engine.eos_token_ids]
+            output_ids += [t for t in out.token_ids if t not in eos]
+            if out.logprobs:
+                pending += _wire_logprobs(instance.tokenizer, out.logprobs, eos)
             delta = parser.add(out.text) if out.text else ParsedDelta()
             if not out.finished:
-                for chunk in chunks(delta) if delta else ():
+                for i, chunk in enumerate(chunks(delta) if delta else ()):
+                    if i == 0 and pending:
+                        chunk["logprobs"], pending = pending, []
                     yield chunk
                 continue
             tail = parser.finish()
             delta = ParsedDelta(delta.thinking + tail.thinking, delta.content + tail.content,
                                 delta.tool_calls + tail.tool_calls)
-            for chunk in chunks(delta) if delta else ():
+            for i, chunk in enumerate(chunks(delta) if delta else ()):
+                if i == 0 and pending:
+                    chunk["logprobs"], pending = pending, []
                 yield chunk
             last = chunks(ParsedDelta())[0]
+            if pending:
+                last["logprobs"] = pending
             last.update(done=True, done_reason=out.done_reason or "stop")
             last.update(final_extra(output_ids))
             last.update(_metrics(out, turn.started, loaded_at))
@@ -135,6 +182,15 @@ async def _run(
     finally:
         await stream.aclose()
         await lease.release()
+
+
+def _with_logprobs(out: dict, replies: list[dict]) -> dict:
+    """A non-streamed reply carries every chunk's logprobs, in order."""
+    logprobs = [lp for c in replies for lp in c.get("logprobs", ())]
+    out.pop("logprobs", None)
+    if logprobs:
+        out["logprobs"] = logprobs
+    return out
 
 
 def _debug_reply(name: str, rendered: str, images: list | None, **fields: Any) -> dict:
@@ -162,6 +218,7 @@ async def generate(request: Request) -> Response:
     needed = (["insert"] if body.get("suffix") else []) + (["vision"] if body.get("images") else [])
     think = _check_capabilities(model, needed, "generate", think, name)
     options = resolve_options(model.params, body.get("options"), services.settings.context_length)
+    _apply_format_and_logprobs(body, options)
     lease = await services.acquire(model, options.runner, keep_alive)
     if not prompt and not body.get("suffix"):
         await lease.release()
@@ -196,7 +253,7 @@ async def generate(request: Request) -> Response:
         thinking = "".join(c.get("thinking", "") for c in replies)
         if thinking:
             out["thinking"] = thinking
-        return out
+        return _with_logprobs(out, replies)
 
     events = _run(turn, lease, prompt_tokens, parser, chunks, final_extra)
     return await stream_events(events, body.get("stream") is not False, aggregate)
@@ -215,6 +272,7 @@ async def chat(request: Request) -> Response:
         ["vision"] if any(m.get("images") for m in messages) else [])
     think = _check_capabilities(model, needed, "chat", think, name)
     options = resolve_options(model.params, body.get("options"), services.settings.context_length)
+    _apply_format_and_logprobs(body, options)
     lease = await services.acquire(model, options.runner, keep_alive)
     if not messages:
         await lease.release()
@@ -258,7 +316,7 @@ async def chat(request: Request) -> Response:
             message["thinking"] = thinking
         if calls:
             message["tool_calls"] = calls
-        return {**replies[-1], "message": message}
+        return _with_logprobs({**replies[-1], "message": message}, replies)
 
     events = _run(turn, lease, prompt_tokens, parser, chunks, lambda ids: {})
     return await stream_events(events, body.get("stream") is not False, aggregate)
