@@ -187,9 +187,10 @@ def plot(results: BenchResults, path: Path) -> Path | None:
     for system, points in systems.items():
         points.sort()
         ax.plot([c for c, _ in points], [t for _, t in points], marker="o", label=system)
-    for row in results.hf:
-        if row.tok_s is not None:
-            ax.scatter([row.batch], [row.tok_s], marker="s", label=f"transformers {row.mode} ({row.batch})")
+    hf = sorted((row.batch, row.tok_s) for row in results.hf if row.tok_s is not None)
+    if hf:
+        ax.plot([b for b, _ in hf], [t for _, t in hf], marker="s", linestyle="--", color="gray",
+                label="transformers generate (static batch)")
     if not ax.has_data():
         plt.close(fig)
         return None
