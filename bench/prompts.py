@@ -28,7 +28,20 @@ TOPICS = [
     "Write a haiku sequence about the sea, then explain the imagery.",
 ]
 
+# The probe's schema: closed, so its answer ends and can be checked as JSON.
 JSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer"},
+        "city": {"type": "string"},
+    },
+    "required": ["name", "age", "city"],
+}
+# The throughput phases' schema: greedy gemma3:270m repeats list items until num_predict runs
+# out, so constrained and free requests produce the same number of tokens and the ratio holds
+# the grammar's per-token cost, not a difference in output length.
+LIST_SCHEMA = {
     "type": "object",
     "properties": {
         "name": {"type": "string"},
@@ -37,7 +50,8 @@ JSON_SCHEMA = {
     },
     "required": ["name", "age", "hobbies"],
 }
-JSON_PROMPT = "Invent a person and describe them as JSON with the fields name, age and hobbies."
+JSON_PROMPT = "Invent a person and describe them as JSON with the fields name, age and city."
+LIST_PROMPT = "Invent a person and describe them as JSON with the fields name, age and hobbies."
 
 _FILLER = (
     "Tell me more about {topic} Please cover the history, the main ideas, the common mistakes "

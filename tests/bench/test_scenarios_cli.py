@@ -55,7 +55,8 @@ def test_structured_measures_both_mixes(fake_url: str, fake_state) -> None:
     result, phases = asyncio.run(scenarios.structured(fake_url, "m", PromptSource("t"), concurrency=4,
                                                       requests_per_client=1, num_predict=8, time_limit_s=60))
     assert result.status is None and result.base and result.subject
-    assert "valid JSON in 2/2" in result.detail
+    assert "valid JSON: yes" in result.detail
+    assert "constrained/free 7/8" in result.detail  # the fake's JSON answer has 7 pieces
     assert [p.system for p in phases] == ["corral (no format)", "corral (half format)"]
 
 
