@@ -15,16 +15,17 @@ from bench.hf_baseline import HFRow
 from bench.metrics import PhaseStats
 from bench.scenarios import ScenarioResult
 
-# The targets, in one place. `>=`: the ratio must reach the figure; `<=`: stay at or below it.
+# The targets of the engine issue (#3) and the structured-output issue (#6), in one place.
+# `>=`: the ratio must reach the figure; `<=`: stay at or below it.
 TARGETS: dict[str, tuple[str, float, str]] = {
     # key: (op, figure, why)
-    "single_vs_hf": (">=", 0.8, "within 20% of generate() single stream (engines.md §7.1)"),
-    "batch_vs_hf": (">=", 1.0, "continuous batching at least matches a static batch"),
-    "scaling": (">=", 4.0, "batching pays: aggregate at C=B vs C=1"),
-    "vs_llama": (">=", 1.0, "beat llama.cpp's aggregate at high concurrency (engines.md §7.1)"),
+    "single_vs_hf": (">=", 1.2, "single-stream decode beats generate() by a fifth"),
+    "batch_vs_hf": (">=", 1.0, "continuous batching at least matches a static batch of 16"),
+    "scaling": (">=", 5.0, "batching pays: aggregate at 16 clients vs one"),
+    "vs_llama": (">=", 1.0, "beat llama-server -np 32's aggregate at 32 clients"),
     "prefix_cache": ("<=", 0.5, "a warm history at least halves TTFT"),
-    "busy_ttft": ("<=", 3.0, "chunked prefill bounds the wait behind decodes"),
-    "load_time": (">=", 2.0, "the converted-weights cache at least halves load time"),
+    "busy_ttft": ("<=", 3.0, "chunked prefill bounds the wait behind 15 decodes"),
+    "load_time": (">=", 10.0, "the converted-weights cache makes the second load 10x faster"),
     "structured": (">=", 0.8, "JSON-schema masks cost at most 20% throughput"),
 }
 
