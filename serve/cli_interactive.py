@@ -11,7 +11,7 @@ from typing import Any
 from registry.errors import APIError
 from registry.modelfile import format_params, go_v
 from serve.cli_client import Client, StatusError
-from serve.cli_run import RunOptions, chat, extract_file_data, extract_file_names, infer_think, is_multimodal, load_model
+from serve.cli_run import RunOptions, _err, _out, chat, extract_file_data, extract_file_names, infer_think, is_multimodal, load_model
 from serve.cli_show import show_info
 
 PROMPT, ALT_PROMPT = ">>> ", "... "
@@ -84,16 +84,6 @@ USAGE_PARAMETERS = """Available Parameters:
   /set parameter stop <string> <string> ...   Set the stop parameters
 
 """
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text)
-    sys.stderr.flush()
 
 
 class History:
