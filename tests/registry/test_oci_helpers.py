@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bench.procs import free_port
 
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 HAVE_REGISTRY = Path(REGISTRY_BIN).is_file()
@@ -32,12 +33,6 @@ needs_registry = pytest.mark.skipif(
 _BLOB_RE = re.compile(r"/v2/.+/blobs/(sha256:[0-9a-f]{64})$")
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
         "proxy-authorization", "proxy-authenticate"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import re
-import socket
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -28,6 +27,7 @@ from starlette.routing import Route
 from serve import cli_run
 from serve.cli import main
 from serve.version import CORRAL_VERSION, OLLAMA_API_VERSION
+from bench.procs import free_port
 
 DIGEST = "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72"
 LAYER = "sha256:6a0746a1ec1aef3e7ec53868f220ff6e389f6f8ef87a01d77c96807de94ca2aa"
@@ -285,15 +285,9 @@ APP = Starlette(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(APP, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -422,7 +416,7 @@ def test_rm_several_then_missing(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_connection_refused(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{free_port()}")
     for argv in (["list"], ["ps"], ["run", "x", "hi"], ["pull", "x"]):
         assert main(argv) == 1
         assert capsys.readouterr().err == "Error: could not connect to corral server, is it running?\n"
@@ -431,7 +425,7 @@ def test_connection_refused(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
 def test_version_with_and_without_server(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-v"]) == 0
     assert capsys.readouterr().out == f"corral version is {OLLAMA_API_VERSION}\n"
-    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{free_port()}")
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == (
         f"Warning: could not connect to a running corral instance\nWarning: client version is {CORRAL_VERSION}\n"
