@@ -9,21 +9,14 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from tests.integration.test_structured import TOOL_SCHEMA as TOOL_CALL_SCHEMA
+
 pytestmark = pytest.mark.slow
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather in a city.",
     "parameters": {"type": "object", "required": ["city"],
                    "properties": {"city": {"type": "string", "description": "The city"}}}}}]
-TOOL_CALL_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "name": {"const": "get_weather"},
-        "arguments": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
-                      "required": ["city"]},
-    },
-    "required": ["name", "arguments"],
-}
 
 
 class City(BaseModel):
