@@ -14,7 +14,7 @@ import re
 import secrets
 import string
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterator, Iterable
 
 from backends.templates.gotemplate import nodes
 
@@ -201,10 +201,8 @@ def _args_in(obj: dict[str, Any], name: str) -> tuple[dict[str, Any] | None, boo
     return None, False
 
 
-def _find_arguments(name: str, buf: str) -> tuple[dict[str, Any] | None, int]:
-    """The first balanced, parsable JSON object in buf (string and escape aware), reduced to
-    the call's arguments, and the index just past it; (None, 0) when there is none yet."""
-    start, depth = -1, 0
+def _outside_strings(buf: str) -> Iterator[tuple[int, str]]:
+    """(index, char) of the characters of buf outside JSON strings (escape aware)."""
     in_string = escaped = False
     for i, c in enumerate(buf):
         if escaped:
@@ -213,9 +211,16 @@ def _find_arguments(name: str, buf: str) -> tuple[dict[str, Any] | None, int]:
             escaped = True
         elif c == '"':
             in_string = not in_string
-        elif in_string:
-            pass
-        elif c == "{":
+        elif not in_string:
+            yield i, c
+
+
+def _find_arguments(name: str, buf: str) -> tuple[dict[str, Any] | None, int]:
+    """The first balanced, parsable JSON object in buf (string and escape aware), reduced to
+    the call's arguments, and the index just past it; (None, 0) when there is none yet."""
+    start, depth = -1, 0
+    for i, c in _outside_strings(buf):
+        if c == "{":
             if depth == 0:
                 start = i
             depth += 1
@@ -234,17 +239,8 @@ def _find_arguments(name: str, buf: str) -> tuple[dict[str, Any] | None, int]:
 
 def _balanced(buf: str, open_c: str, close_c: str) -> bool:
     depth = 0
-    in_string = escaped = False
-    for c in buf:
-        if escaped:
-            escaped = False
-        elif c == "\\":
-            escaped = True
-        elif c == '"':
-            in_string = not in_string
-        elif in_string:
-            pass
-        elif c == open_c:
+    for _, c in _outside_strings(buf):
+        if c == open_c:
             depth += 1
         elif c == close_c:
             depth -= 1

@@ -36,36 +36,30 @@ def _omit_empty(pairs: list[tuple[str, Any, bool]]) -> OrderedMap:
     return out
 
 
-class TemplateArgs(dict):
-    """Tool-call arguments: a Go map that prints as compact JSON."""
+class _GoJSONMap(dict):
+    """A Go map that prints as compact JSON; `nil` prints `{}` and marshals as null."""
+
+    def __init__(self, *args: Any, nil: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.nil = nil
+
+    def __go_string__(self) -> str:
+        return "{}" if self.nil else go_json(dict(self))
+
+    def __go_json__(self) -> Any:
+        return None if self.nil else dict(self)
+
+
+class TemplateArgs(_GoJSONMap):
+    """Tool-call arguments."""
 
     __go_type__ = "template.templateArgs"
 
-    def __init__(self, *args: Any, nil: bool = False, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.nil = nil
 
-    def __go_string__(self) -> str:
-        return "{}" if self.nil else go_json(dict(self))
-
-    def __go_json__(self) -> Any:
-        return None if self.nil else dict(self)
-
-
-class TemplateProperties(dict):
-    """A tool's top-level parameter properties: a Go map (sorted) that prints as JSON."""
+class TemplateProperties(_GoJSONMap):
+    """A tool's top-level parameter properties (a Go map: printed sorted)."""
 
     __go_type__ = "template.templateProperties"
-
-    def __init__(self, *args: Any, nil: bool = False, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.nil = nil
-
-    def __go_string__(self) -> str:
-        return "{}" if self.nil else go_json(dict(self))
-
-    def __go_json__(self) -> Any:
-        return None if self.nil else dict(self)
 
 
 class PropertyType(list):
