@@ -66,14 +66,22 @@ class OllamaGenerate:
     def body(self, prompt: Prompt, num_predict: int, seed: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         if not isinstance(prompt, str):
             raise TypeError("/api/generate takes a string prompt")
+        return self._request({"prompt": prompt}, num_predict, seed, extra)
+
+    def _request(self, fields: dict[str, Any], num_predict: int, seed: int,
+                 extra: dict[str, Any] | None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
-            "prompt": prompt,
+            **fields,
             "stream": True,
             "options": {"temperature": 0, "num_predict": num_predict, "seed": seed},
         }
         body.update(extra or {})
         return body
+
+    @staticmethod
+    def text_of(data: dict[str, Any]) -> str:
+        return str(data.get("response") or "")
 
     def parse_line(self, line: str) -> Chunk | None:
         data = _decode(line)
@@ -81,7 +89,7 @@ class OllamaGenerate:
             return None
         if "error" in data:
             return Chunk(error=_error_text(data["error"]), done=True)
-        return self._chunk(data, str(data.get("response") or ""))
+        return self._chunk(data, self.text_of(data))
 
     @staticmethod
     def _chunk(data: dict[str, Any], text: str) -> Chunk:
@@ -103,23 +111,11 @@ class OllamaChat(OllamaGenerate):
 
     def body(self, prompt: Prompt, num_predict: int, seed: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "stream": True,
-            "options": {"temperature": 0, "num_predict": num_predict, "seed": seed},
-        }
-        body.update(extra or {})
-        return body
+        return self._request({"messages": messages}, num_predict, seed, extra)
 
-    def parse_line(self, line: str) -> Chunk | None:
-        data = _decode(line)
-        if data is None:
-            return None
-        if "error" in data:
-            return Chunk(error=_error_text(data["error"]), done=True)
-        message = data.get("message") or {}
-        return self._chunk(data, str(message.get("content") or ""))
+    @staticmethod
+    def text_of(data: dict[str, Any]) -> str:
+        return str((data.get("message") or {}).get("content") or "")
 
 
 @dataclass

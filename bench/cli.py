@@ -24,7 +24,7 @@ from bench.adapters import LlamaCompletion, OllamaGenerate
 from bench.loadgen import make_client, run_phase, single_request
 from bench.metrics import PhaseStats
 from bench.ollama_ops import load_model
-from bench.procs import ManagedServer, corral_server, llama_server
+from bench.procs import corral_server, llama_server
 from bench.prompts import PromptSource
 from bench.report import BenchResults, compute_ratios, plot, render, to_json
 

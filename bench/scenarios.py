@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 
 from bench.adapters import OllamaChat, OllamaGenerate
 from bench.loadgen import make_client, run_phase, single_request

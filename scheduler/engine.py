@@ -25,7 +25,7 @@ from backends.structured import GrammarCache
 from registry.errors import APIError
 from scheduler.block_manager import BlockManager
 from scheduler.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
-from scheduler.sequence import Sequence, SequenceStatus
+from scheduler.sequence import Sequence
 
 log = logging.getLogger(__name__)
 
