@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any
 
 from backends.templates import DEFAULT_TEMPLATE, PromptTemplate, Values, chat_prompt
 from backends.templates.gotemplate.errors import TemplateError
@@ -59,18 +59,27 @@ def render_chat(
     truncate: bool,
     tools: list[Any] | None,
     think: bool | str | None,
-) -> str:
-    count: Callable[[str], int] = lambda text: len(tokenizer.encode(text))
+) -> tuple[str, list[int]]:
+    """The prompt text and its tokens (the last truncation count is the prompt: kept, not
+    tokenized again)."""
+    encoded: dict[str, list[int]] = {}
+
+    def count(text: str) -> int:
+        encoded.clear()
+        encoded[text] = tokenizer.encode(text)
+        return len(encoded[text])
+
     native = native_chat_template(model)
     if native is not None:
         render: Any = jinja_renderer(native, tools=tools, think=think,
                                      bos_token=tokenizer.bos_token or "",
                                      eos_token=tokenizer.eos_token or "")
-        return chat_prompt(messages, render, count_tokens=count, num_ctx=num_ctx,
+        text = chat_prompt(messages, render, count_tokens=count, num_ctx=num_ctx,
                            truncate=truncate).prompt
-    template = model_template(model)
-    return chat_prompt(messages, template, count_tokens=count, num_ctx=num_ctx,
-                       truncate=truncate, tools=tools, think=think).prompt
+    else:
+        text = chat_prompt(messages, model_template(model), count_tokens=count, num_ctx=num_ctx,
+                           truncate=truncate, tools=tools, think=think).prompt
+    return text, encoded[text] if text in encoded else tokenizer.encode(text)
 
 
 def render_generate(

@@ -279,11 +279,10 @@ async def chat(request: Request) -> Response:
         return json_response(_done(name, "load", message={"role": "assistant", "content": ""}))
     try:
         tokenizer = lease.instance.tokenizer
-        text = render_chat(
+        text, prompt_tokens = render_chat(
             model, chat_messages(model, messages), tokenizer,
             num_ctx=lease.instance.context_length, truncate=body.get("truncate") is not False,
             tools=body.get("tools") or None, think=think)
-        prompt_tokens = tokenizer.encode(text)
     except BaseException:
         await lease.release()
         raise
