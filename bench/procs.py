@@ -112,7 +112,7 @@ def corral_argv() -> list[str]:
     found = shutil.which("corral")
     if found:
         return [found, "serve"]
-    return [sys.executable, "-c", "import sys; from serve.cli import main; sys.exit(main())", "serve"]
+    return [sys.executable, "-c", "import sys; from serve.cli.main import main; sys.exit(main())", "serve"]
 
 
 def corral_server(

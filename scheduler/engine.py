@@ -24,6 +24,7 @@ from backends.sampling_params import SamplingParams
 from backends.structured import GrammarCache
 from registry.errors import APIError
 from scheduler.block_manager import BlockManager
+from scheduler.faults import INJECTOR
 from scheduler.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
 from scheduler.sequence import Sequence
 
@@ -48,6 +49,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     context_shift: bool = True
     num_keep: int = 4
+    name: str | None = None  # the model's name: logs and faults aimed at one model
 
 
 @dataclass
@@ -305,6 +307,7 @@ class LLMEngine:
     def step(self) -> None:
         """Take new commands, schedule, run one forward, and process its tokens."""
         self._drain_commands(block=False)
+        INJECTOR.check(self.config.name)
         batch = self.scheduler.schedule()
         if batch.is_empty:
             return

@@ -145,5 +145,6 @@ class InstanceFactory:
             max_num_batched_tokens=self.config.max_num_batched_tokens,
             num_ctx=options.num_ctx,
             max_queue=self.config.max_queue,
+            name=ref.name,
         ))
         return ModelInstance(loaded, engine=engine)

@@ -17,8 +17,8 @@ from starlette.routing import Route
 
 from registry.errors import APIError
 from registry.model import get_model
-from serve import compat_anthropic as anth
-from serve.compat_native import NativeReply, call_native, sse_frame, sse_response
+from serve.protocols import anthropic as anth
+from serve.protocols.native import NativeReply, call_native, sse_frame, sse_response
 from serve.responses import json_response
 from serve.routes import generate
 from serve.wire import decode_body

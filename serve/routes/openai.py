@@ -15,8 +15,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from registry.errors import APIError
-from serve import compat_openai as oai
-from serve.compat_native import Handler, NativeReply, call_native, sse_frame, sse_response
+from serve.protocols import openai as oai
+from serve.protocols.native import Handler, NativeReply, call_native, sse_frame, sse_response
 from serve.responses import json_response
 from serve.routes import embed, generate, models
 from serve.wire import decode_body

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve.cli import main as cli
+from serve.cli.main import main as cli
 from tests.integration.conftest import start_server, stop_server
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Anthropic request and reply translations (serve/compat_anthropic.py), without a model."""
+"""Anthropic request and reply translations (serve/protocols/anthropic.py), without a model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from registry.errors import APIError
-from serve import compat_anthropic as anth
+from serve.protocols import anthropic as anth
 
 PNG = base64.b64encode(b"\x89PNG fake").decode()
 USER = {"role": "user", "content": "hi"}

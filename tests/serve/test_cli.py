@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from serve import cli_run
-from serve.cli import main
+from serve.cli import terminal as cli_terminal
+from serve.cli.main import main
 from serve.version import CORRAL_VERSION, OLLAMA_API_VERSION
 from bench.procs import free_port
 
@@ -307,8 +307,8 @@ def env(server_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     monkeypatch.setenv("OLLAMA_HOST", server_url)
     monkeypatch.delenv("OLLAMA_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(cli_run, "stdin_is_terminal", lambda: True)
-    monkeypatch.setattr(cli_run, "stdout_is_terminal", lambda: False)
+    monkeypatch.setattr(cli_terminal, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(cli_terminal, "stdout_is_terminal", lambda: False)
 
 
 def _lines(text: str) -> list[str]:
@@ -567,7 +567,7 @@ def test_run_one_shot_streams_to_stdout(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_run_stdin_piped_is_prepended(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(cli_run, "stdin_is_terminal", lambda: False)
+    monkeypatch.setattr(cli_terminal, "stdin_is_terminal", lambda: False)
     monkeypatch.setattr("sys.stdin", io.StringIO("some file text\n"))
     assert main(["run", "llama3.2", "summarize"]) == 0
     assert capsys.readouterr().out == "Hello, world!\n\n"
@@ -619,7 +619,7 @@ def test_run_embedding_model_prints_vector(capsys: pytest.CaptureFixture[str]) -
 
 
 def _drive(monkeypatch: pytest.MonkeyPatch, lines: list[str]) -> None:
-    monkeypatch.setattr(cli_run, "stdout_is_terminal", lambda: True)
+    monkeypatch.setattr(cli_terminal, "stdout_is_terminal", lambda: True)
     feed = iter(lines)
 
     def fake_input(prompt: str = "") -> str:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from serve.cli_format import (
+from serve.cli.format import (
     go_duration,
     human_bytes,
     human_duration,
@@ -19,8 +19,8 @@ from serve.cli_format import (
     until,
     wrap_cell,
 )
-from serve.cli_progress import Bar, ProgressPrinter, Progress
-from serve.cli_show import show_info
+from serve.cli.progress import Bar, ProgressPrinter, Progress
+from serve.cli.show import show_info
 
 NOW = datetime(2025, 5, 10, 15, 0, 0, tzinfo=timezone.utc)
 

@@ -1,4 +1,4 @@
-"""OpenAI request and reply translations (serve/compat_openai.py), without a model."""
+"""OpenAI request and reply translations (serve/protocols/openai.py), without a model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from registry.errors import APIError
-from serve import compat_openai as oai
+from serve.protocols import openai as oai
 
 USER = {"role": "user", "content": "hi"}
 PNG = base64.b64encode(b"\x89PNG fake").decode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from registry.modelfile import go_v as go_value
-from serve.cli_format import human_number, render_table
+from serve.cli.format import human_number, render_table
 
 _WIDE_SECTIONS = ("Template", "System", "License")
 

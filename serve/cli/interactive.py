@@ -10,9 +10,9 @@ from typing import Any
 
 from registry.errors import APIError
 from registry.modelfile import format_params, go_v
-from serve.cli_client import Client, StatusError
-from serve.cli_run import RunOptions, _err, _out, chat, extract_file_data, extract_file_names, infer_think, is_multimodal, load_model
-from serve.cli_show import show_info
+from serve.cli.client import Client, StatusError
+from serve.cli.chat import RunOptions, _err, _out, chat, extract_file_data, extract_file_names, infer_think, is_multimodal, load_model
+from serve.cli.show import show_info
 
 PROMPT, ALT_PROMPT = ">>> ", "... "
 
@@ -240,7 +240,7 @@ class Session:
             _err("\n")
 
     def cmd_list(self, args: list[str], line: str) -> None:
-        from serve.cli import cmd_list
+        from serve.cli.listing import cmd_list
 
         class _Args:
             prefix = args[1] if len(args) > 1 else ""

@@ -10,27 +10,10 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from serve.cli_client import Client, ConnectError, StatusError
-from serve.cli_format import human_bytes, human_time, processor, render_table, until
-from serve.cli_progress import ProgressPrinter
-from serve.cli_show import show_info
-
-CONNECT_ERROR = "could not connect to corral server, is it running?"
-
-
-class CLIError(Exception):
-    """A failure reported as `Error: <text>` with exit status 1."""
-
-
-def _out(text: str = "", end: str = "\n") -> None:
-    sys.stdout.write(text + end)
-    sys.stdout.flush()
-
-
-def _err(text: str = "", end: str = "\n") -> None:
-    sys.stderr.write(text + end)
-    sys.stderr.flush()
-
+from serve.cli.client import Client, ConnectError, StatusError
+from serve.cli.errors import CONNECT_ERROR, CLIError, _err, _out
+from serve.cli.listing import _SHOW_FIELDS, cmd_cp, cmd_list, cmd_ps, cmd_rm, cmd_show, cmd_stop
+from serve.cli.transfer import cmd_pull, cmd_push
 
 # -- commands ---------------------------------------------------------------------------------
 
@@ -43,142 +26,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list(args: argparse.Namespace, client: Client) -> int:
-    resp = client.request("GET", "/api/tags") or {}
-    rows = []
-    prefix = (args.prefix or "").lower()
-    for m in resp.get("models") or []:
-        name = m.get("name") or m.get("model") or ""
-        if prefix and not name.lower().startswith(prefix):
-            continue
-        size = "-" if m.get("remote_model") else human_bytes(int(m.get("size") or 0))
-        rows.append([name, (m.get("digest") or "")[:12], size, human_time(m.get("modified_at"), "Never")])
-    _out(render_table(rows, header=["NAME", "ID", "SIZE", "MODIFIED"]), end="")
-    return 0
-
-
-def cmd_ps(args: argparse.Namespace, client: Client) -> int:
-    resp = client.request("GET", "/api/ps") or {}
-    rows = []
-    for m in resp.get("models") or []:
-        name = m.get("name") or m.get("model") or ""
-        if args.prefix and not name.startswith(args.prefix):
-            continue
-        size, vram = int(m.get("size") or 0), int(m.get("size_vram") or 0)
-        rows.append(
-            [
-                name,
-                (m.get("digest") or "")[:12],
-                human_bytes(size),
-                processor(size, vram),
-                str(int(m.get("context_length") or 0)),
-                until(m.get("expires_at")),
-            ]
-        )
-    _out(render_table(rows, header=["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]), end="")
-    return 0
-
-
-_SHOW_FIELDS = ("license", "modelfile", "parameters", "system", "template")
-
-
-def cmd_show(args: argparse.Namespace, client: Client) -> int:
-    chosen = [f for f in _SHOW_FIELDS if getattr(args, f)]
-    if len(chosen) > 1:
-        raise CLIError(
-            "only one of '--license', '--modelfile', '--parameters', '--system', or '--template' can be specified"
-        )
-    resp = client.request("POST", "/api/show", {"model": args.model, "verbose": args.verbose}) or {}
-    if "image" in (resp.get("capabilities") or []):
-        raise CLIError("image generation models are not currently supported")
-    if chosen:
-        value = str(resp.get(chosen[0]) or "")
-        # Ollama prints system and template without a trailing newline of its own.
-        _out(value, end="" if chosen[0] in ("system", "template") else "\n")
-        return 0
-    _out(show_info(resp, verbose=args.verbose), end="")
-    return 0
-
-
-def cmd_cp(args: argparse.Namespace, client: Client) -> int:
-    client.request("POST", "/api/copy", {"source": args.source, "destination": args.destination})
-    _out(f"copied '{args.source}' to '{args.destination}'")
-    return 0
-
-
-def cmd_rm(args: argparse.Namespace, client: Client) -> int:
-    for name in args.models:
-        try:  # unload first, so the weights are not held by a runner after removal
-            unload(client, name)
-        except StatusError as exc:
-            if "not found" not in str(exc).lower():
-                _err(f"Warning: unable to stop model '{name}'")
-        client.request("DELETE", "/api/delete", {"model": name})
-        _out(f"deleted '{name}'")
-    return 0
-
-
-def unload(client: Client, name: str) -> None:
-    for _ in client.stream("/api/generate", {"model": name, "keep_alive": 0}):
-        pass
-
-
-def cmd_stop(args: argparse.Namespace, client: Client) -> int:
-    try:
-        unload(client, args.model)
-    except StatusError as exc:
-        if "not found" in str(exc):
-            raise CLIError(f'couldn\'t find model "{args.model}" to stop') from exc
-        raise
-    return 0
-
-
-def pull_model(client: Client, name: str, insecure: bool = False) -> None:
-    printer = ProgressPrinter("pulling")
-    try:
-        for resp in client.stream("/api/pull", {"model": name, "insecure": insecure, "stream": True}):
-            printer.update(resp)
-    finally:
-        printer.stop()
-
-
-def cmd_pull(args: argparse.Namespace, client: Client) -> int:
-    pull_model(client, args.model, args.insecure)
-    return 0
-
-
-def cmd_push(args: argparse.Namespace, client: Client) -> int:
-    printer = ProgressPrinter("pushing")
-    try:
-        for resp in client.stream("/api/push", {"model": args.model, "insecure": args.insecure, "stream": True}):
-            printer.update(resp)
-    except StatusError as exc:
-        text = str(exc).lower()
-        if "access denied" in text or "unauthorized" in text:
-            raise CLIError(
-                "you are not authorized to push to this namespace, create the model under a namespace you own"
-            ) from exc
-        raise
-    finally:
-        printer.stop()
-    from registry.names import ModelName
-
-    name = ModelName.parse(args.model)
-    destination = str(name)
-    if name.host.endswith(".ollama.ai") or name.host.endswith(".ollama.com"):
-        destination = "https://ollama.com/" + name.display_shortest().removesuffix(":latest")
-    _out(f"\nYou can find your model at:\n\n\t{destination}")
-    return 0
-
-
 def cmd_create(args: argparse.Namespace, client: Client) -> int:
-    from serve.cli_create import create
+    from serve.cli.create import create
 
     return create(client, args.model, args.file, args.quantize)
 
 
 def cmd_run(args: argparse.Namespace, client: Client) -> int:
-    from serve.cli_run import run
+    from serve.cli.run import run
 
     return run(client, args)
 

@@ -1,8 +1,7 @@
-"""`corral run`: one-shot generation, the interactive chat loop, and embeddings (cmd/cmd.go, cmd/interactive.go)."""
+"""What `corral run` sends and prints: generation, chat turns, embeddings, the thinking display (cmd/cmd.go)."""
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import math
@@ -15,21 +14,14 @@ from typing import Any
 
 from rich.cells import cell_len
 
-from serve.cli_client import Client, StatusError
-from serve.cli_format import go_duration, metrics_summary
-from serve.cli_progress import Progress, Spinner
+from serve.cli import terminal
+from serve.cli.client import Client, StatusError
+from serve.cli.format import go_duration, metrics_summary
+from serve.cli.progress import Progress, Spinner
 from serve.duration import DurationError, parse_go_duration
 
 GREY, BOLD, RESET = "\033[38;5;245m", "\033[1m", "\033[0m"
 THINK_LEVELS = ("high", "medium", "low", "max")
-
-
-def stdin_is_terminal() -> bool:
-    return sys.stdin is not None and sys.stdin.isatty()
-
-
-def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
 
 
 @dataclass
@@ -63,7 +55,7 @@ def _err(text: str) -> None:
 
 def keep_alive_value(raw: str) -> Any:
     """--keepalive as Ollama's api.Duration marshals it: a Go duration string, or -1 for forever."""
-    from serve.cli import CLIError
+    from serve.cli.errors import CLIError
 
     try:
         seconds = parse_go_duration(raw)
@@ -75,7 +67,7 @@ def keep_alive_value(raw: str) -> Any:
 
 
 def think_value(raw: str | None) -> Any:
-    from serve.cli import CLIError
+    from serve.cli.errors import CLIError
 
     if raw is None:
         return None
@@ -111,7 +103,7 @@ def _media_kind(head: bytes) -> str | None:
 
 def extract_file_data(text: str) -> tuple[str, list[str]]:
     """Paths of images/audio in a prompt become base64 attachments and leave the text."""
-    from serve.cli import CLIError
+    from serve.cli.errors import CLIError
 
     images: list[str] = []
     for raw in extract_file_names(text):
@@ -145,7 +137,7 @@ class Display:
     """displayResponse: streams text, word-wrapping at the terminal's width when on a terminal."""
 
     def __init__(self, word_wrap: bool) -> None:
-        self.word_wrap = word_wrap and stdout_is_terminal()
+        self.word_wrap = word_wrap and terminal.stdout_is_terminal()
         self.width = shutil.get_terminal_size((80, 24)).columns
         self.line_length = 0
         self.word_buffer = ""
@@ -196,7 +188,7 @@ class Responder:
 
     def __init__(self, opts: RunOptions) -> None:
         self.opts = opts
-        self.plain = not stdout_is_terminal()
+        self.plain = not terminal.stdout_is_terminal()
         self.display = Display(opts.word_wrap)
         self.thinking = ""
         self.content = ""
@@ -321,7 +313,7 @@ def load_model(client: Client, opts: RunOptions) -> None:
 
 
 def show_or_pull(client: Client, name: str, insecure: bool) -> dict[str, Any]:
-    from serve.cli import pull_model
+    from serve.cli.transfer import pull_model
 
     try:
         return client.request("POST", "/api/show", {"model": name}) or {}
@@ -339,7 +331,7 @@ def infer_think(info: dict[str, Any], opts: RunOptions) -> Any:
 
 
 def embed(client: Client, opts: RunOptions, truncate: str | None, dimensions: int) -> int:
-    from serve.cli import CLIError
+    from serve.cli.errors import CLIError
 
     if not opts.prompt:
         raise CLIError(f'embedding models require input text. Usage: corral run {opts.model} "your text here"')
@@ -356,51 +348,3 @@ def embed(client: Client, opts: RunOptions, truncate: str | None, dimensions: in
         raise CLIError("no embeddings returned")
     _out(json.dumps(embeddings[0], separators=(",", ":")) + "\n")
     return 0
-
-
-def run(client: Client, args: argparse.Namespace) -> int:
-    from serve.cli import CLIError
-    from serve.cli_interactive import interactive_loop
-
-    opts = RunOptions(
-        model=args.model,
-        word_wrap=not args.nowordwrap,
-        format=args.format,
-        keep_alive=keep_alive_value(args.keepalive) if args.keepalive else None,
-        think=think_value(args.think),
-        think_explicit=args.think is not None,
-        hide_thinking=args.hidethinking,
-        verbose=args.verbose,
-    )
-    prompts = list(args.prompt)
-    interactive = True
-    if not stdin_is_terminal():
-        data = sys.stdin.read() if sys.stdin is not None else ""
-        if data:
-            prompts.insert(0, data)
-        interactive = False
-    opts.prompt = " ".join(prompts)
-    if prompts or not stdout_is_terminal():
-        interactive = False
-
-    info = show_or_pull(client, opts.model, args.insecure)
-    opts.think = infer_think(info, opts)
-    opts.parent_model = (info.get("details") or {}).get("parent_model") or ""
-    opts.loaded_messages = list(info.get("messages") or [])
-    opts.multimodal = is_multimodal(info)
-    capabilities = info.get("capabilities") or []
-    if "embedding" in capabilities and "completion" not in capabilities:
-        return embed(client, opts, args.truncate, args.dimensions)
-    if "image" in capabilities:
-        raise CLIError("image generation models are not currently supported")
-    if not interactive:
-        generate(client, opts)
-        return 0
-    load_model(client, opts)
-    for msg in opts.loaded_messages:
-        if msg.get("role") == "user":
-            _out(f">>> {msg.get('content', '')}\n")
-        elif msg.get("role") == "assistant":
-            Display(opts.word_wrap).write(msg.get("content", ""))
-            _out("\n\n")
-    return interactive_loop(client, opts)

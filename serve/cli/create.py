@@ -14,8 +14,8 @@ from typing import Any
 from registry.errors import APIError
 from registry.modelfile import modelfile_fields, parse_modelfile
 from registry.names import ModelName
-from serve.cli_client import Client, StatusError
-from serve.cli_progress import Progress, ProgressPrinter, Spinner
+from serve.cli.client import Client, StatusError
+from serve.cli.progress import Progress, ProgressPrinter, Spinner
 
 
 class CreateError(Exception):
@@ -98,7 +98,7 @@ def build_request(model: str, fields: Any, quantize: str) -> dict[str, Any]:
 
 
 def create(client: Client, model: str, filename: str, quantize: str) -> int:
-    from serve.cli import CLIError
+    from serve.cli.errors import CLIError
 
     if not ModelName.parse(model).is_valid():
         raise CLIError(f"invalid model name: {model}")

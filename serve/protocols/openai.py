@@ -16,7 +16,7 @@ from typing import Any
 
 from registry.errors import APIError
 from registry.names import ModelName
-from serve.compat_native import unix_seconds
+from serve.protocols.native import unix_seconds
 from serve.wire import encode, json_kind
 
 FINGERPRINT = "fp_ollama"

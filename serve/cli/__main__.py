@@ -1,0 +1,5 @@
+import sys
+
+from serve.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Translations between the wire protocols (native Ollama, OpenAI, Anthropic) and engine requests."""
