@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # The CPU build of torch comes first: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install install-test serve test bench clean
+.PHONY: install install-test serve test bench clean gpu-wheels gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,19 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m bench $(BENCH_ARGS)
+
+# The wheels a lent GPU machine lacks (Python 3.12 there), for the device tool to carry in .whl/.
+GPU_WHEELS := gguf==0.19.0 xgrammar==0.2.9 apache-tvm-ffi==0.1.15.post2 pydantic==2.14.4 \
+	pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 starlette==1.10.0 \
+	cryptography==50.0.2 cffi==2.1.1 pycparser==3.12
+GPU_PLATFORMS := $(foreach n,2_17 2_27 2_28 2_34,--platform manylinux_$(n)_x86_64) --platform manylinux2014_x86_64
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+
+# On the GPU machine (device tool: carry .whl, command `make gpu-check`): engine tests on CUDA + bench.
+gpu-check:
+	bash bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

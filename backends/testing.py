@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from typing import Iterator
+
 import torch
 
 from backends.loader import LoadedModel
@@ -31,13 +35,19 @@ class ByteTokenizer:
         return [ord(c) - 32 for c in text]
 
 
+def device_under_test() -> torch.device:
+    """Where the engine tests run: CPU in CI, `CORRAL_TEST_DEVICE=cuda` on a GPU machine (make gpu-check)."""
+    return torch.device(os.environ.get("CORRAL_TEST_DEVICE") or "cpu")
+
+
 def _loaded(model, vocab: int) -> LoadedModel:
-    model.eval()
+    device = device_under_test()
+    model.to(device).eval()
     return LoadedModel(
         model=model,
         tokenizer=ByteTokenizer(vocab),
         config=model.config,
-        device=torch.device("cpu"),
+        device=device,
         dtype=torch.float32,
         max_context=model.config.max_position_embeddings,
         eos_token_ids=[],
@@ -70,6 +80,17 @@ def tiny_gemma3(seed: int = 0, vocab: int = 300, layers: int = 3, sliding_window
     return _loaded(Gemma3ForCausalLM(cfg), vocab)
 
 
+@contextlib.contextmanager
+def transformers_attention(model, implementation: str = "sdpa") -> Iterator[None]:
+    """Run transformers' own attention for a while (the engine installs its paged one)."""
+    saved = model.config._attn_implementation
+    model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(saved)
+
+
 def reference_greedy(loaded: LoadedModel, prompt: list[int], max_new_tokens: int,
                      attn_implementation: str = "sdpa") -> list[int]:
     """The oracle: transformers `generate`, greedy, with transformers' own attention.
@@ -78,15 +99,11 @@ def reference_greedy(loaded: LoadedModel, prompt: list[int], max_new_tokens: int
     running steps on the same model meanwhile.
     """
     model = loaded.model
-    saved = model.config._attn_implementation
-    model.set_attn_implementation(attn_implementation)
-    try:
-        with torch.inference_mode():
-            out = model.generate(
-                torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
-                eos_token_id=None, pad_token_id=0,
-            )
-    finally:
-        model.set_attn_implementation(saved)
+    with transformers_attention(model, attn_implementation), torch.inference_mode():
+        out = model.generate(
+            torch.tensor([prompt], device=model.device),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=model.device),
+            max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
+            eos_token_id=None, pad_token_id=0,
+        )
     return out[0, len(prompt):].tolist()
