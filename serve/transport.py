@@ -1,0 +1,99 @@
+"""The HTTP/1.1 protocol uvicorn runs: its h11 protocol, plus the guards a shared port needs.
+
+- A request head (request line and headers) must arrive within `header_timeout` seconds of the
+  connection opening or of its first byte on a kept-alive connection; a connection that sends
+  nothing, or dribbles a head byte by byte (slowloris), is closed, so idle sockets cannot pile
+  up until real clients starve.
+- A head larger than `h11_max_incomplete_event_size` gets 431, as h11 intends (uvicorn answers
+  every parse error with 400).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import h11
+from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger("corral.transport")
+
+REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                   b"content-length: 20\r\nconnection: close\r\n\r\nrequest head timeout")
+
+
+class _Connection(h11.Connection):
+    """Remembers the status h11 suggests for the last parse error (431 for a huge head)."""
+
+    error_status = 400
+
+    def next_event(self) -> Any:
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as err:
+            self.error_status = err.error_status_hint
+            raise
+
+
+class GuardedH11Protocol(H11Protocol):
+    header_timeout: float = 30.0
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        limit = config.h11_max_incomplete_event_size
+        self.conn = _Connection(h11.SERVER, DEFAULT_MAX_INCOMPLETE_EVENT_SIZE if limit is None
+                                else limit)
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            self._cancel_head_timer()  # the head is in (or the connection is done)
+        elif self._head_timer is None:
+            self._arm_head_timer()  # a new head begins on a kept-alive connection
+
+    def _arm_head_timer(self) -> None:
+        if self.header_timeout > 0 and self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if self.conn.trailing_data[0]:  # a partial head: say why before closing
+            self.transport.write(REQUEST_TIMEOUT)
+            log.info("closed a connection from %s: no request head within %.0f s",
+                     self.client, self.header_timeout)
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        if self.conn.error_status != 431:
+            return super().send_400_response(msg)
+        body = b"request header fields too large"
+        event = h11.Response(status_code=431, reason=b"Request Header Fields Too Large", headers=[
+            (b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close"),
+            (b"content-length", str(len(body)).encode())])
+        for out in (event, h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(out))
+        self.transport.close()
+
+
+def protocol(header_timeout: float) -> type[GuardedH11Protocol]:
+    """The protocol class for uvicorn's `http=`, with this server's head timeout."""
+    return type("CorralH11Protocol", (GuardedH11Protocol,), {"header_timeout": header_timeout})
