@@ -14,6 +14,7 @@ from registry.defaults import ensure_default_models
 from registry.model import Model
 from registry.oci import RegistryOptions, ensure_keypair, load_docker_auths, pull_model
 from registry.paths import UNRESTRICTED, PathPolicy
+from registry.secrets import check_private
 from registry.store import Store
 from registry.templates import detect_template as detect_named_template
 from scheduler.devices import DeviceInventory
@@ -94,6 +95,8 @@ class Services:
                     log.info("created a new ed25519 key at %s", settings.key_path)
             except OSError as err:
                 log.warning("could not create the key %s: %s", settings.key_path, err)
+        if settings.key_path is not None and (why := check_private(settings.key_path)):
+            log.warning("%s: pulls and pushes will refuse to sign with it", why)
         await run_in_threadpool(store.housekeeping, settings.noprune)
         if settings.default_models:
             created = await run_in_threadpool(

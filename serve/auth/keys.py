@@ -9,6 +9,8 @@ Keys come from `CORRAL_API_KEY` (comma list of bare keys, each admin, as before)
         role: infer             # read | infer | admin
         models: ["team-a/*", "gemma3"]   # optional; absent means every model
         rate_limit: 120         # optional, requests per minute (default CORRAL_RATE_LIMIT)
+        burst: 10               # optional, requests at once before the rate applies
+                                #   (default: one minute's worth)
         concurrency: 4          # optional, requests at once (default CORRAL_CONCURRENCY_LIMIT)
 
 The file is re-read when its mtime, size or inode changes (a Kubernetes Secret update swaps a
@@ -41,6 +43,7 @@ class APIKey:
     role: Role
     models: ModelPatterns = field(default_factory=ModelPatterns)
     rate_limit: float | None = None   # requests per minute; None: the server's default
+    burst: float | None = None        # bucket size; None: one minute's worth of requests
     concurrency: int | None = None    # requests at once; None: the server's default
 
 
@@ -64,11 +67,12 @@ def _entry(raw: Any, index: int) -> tuple[bytes, APIKey]:
     if not all(isinstance(m, str) for m in models):
         raise ValueError(f"key #{index + 1}: models must be a list of strings")
     key_id = str(raw.get("id") or f"key-{digest[:8]}")
-    rate, conc = raw.get("rate_limit"), raw.get("concurrency")
+    rate, conc, burst = raw.get("rate_limit"), raw.get("concurrency"), raw.get("burst")
     return hashed, APIKey(
         id=key_id, role=Role.parse(str(raw.get("role") or "")),
         models=ModelPatterns(tuple(models)),
         rate_limit=None if rate is None else float(rate),
+        burst=None if burst is None else float(burst),
         concurrency=None if conc is None else int(conc),
     )
 

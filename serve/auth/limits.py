@@ -20,22 +20,23 @@ class _Bucket:
 
 
 class RateLimiter:
-    """`per_minute` requests per key, in bursts of up to `per_minute` (one minute's worth)."""
+    """`per_minute` requests per key, in bursts of up to `burst` (default one minute's worth)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
 
-    def take(self, key_id: str, per_minute: float) -> float:
+    def take(self, key_id: str, per_minute: float, burst: float | None = None) -> float:
         """0 when a request may go now (and it is counted); else the seconds until one may."""
         if per_minute <= 0:
             return 0.0
+        size = max(1.0, per_minute if burst is None else burst)
         now = self._clock()
         with self._lock:
-            bucket = self._buckets.setdefault(key_id, _Bucket(per_minute, now))
+            bucket = self._buckets.setdefault(key_id, _Bucket(size, now))
             rate = per_minute / 60.0
-            bucket.tokens = min(per_minute, bucket.tokens + (now - bucket.stamp) * rate)
+            bucket.tokens = min(size, bucket.tokens + (now - bucket.stamp) * rate)
             bucket.stamp = now
             if bucket.tokens >= 1.0:
                 bucket.tokens -= 1.0

@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serve.auth.access import SCOPE_KEY, denied_model
 from serve.auth.keys import APIKey, KeyRing
 from serve.auth.limits import ConcurrencyLimiter, RateLimiter, retry_after
-from serve.auth.roles import AUDITED, MODEL_FIELDS, OPEN, PATH_MODEL, Role, required_role
+from serve.auth.roles import (AUDITED, MODEL_FIELDS, OPEN, PATH_MODEL, ROUTE_ROLES, Role,
+                              required_role)
 from serve.wire import encode
 
 audit_log = logging.getLogger("corral.audit")
@@ -108,7 +109,9 @@ class AccessMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         template, params = match_route(scope)
-        # An unknown path still needs some key: a stranger learns nothing about which exist.
+        if template is None and scope["path"] in ROUTE_ROLES:
+            template = scope["path"]  # a named route this build does not mount (yet): its 404
+        # Any other unknown path still needs some key: a stranger learns nothing from it.
         role = required_role(template, self.metrics_open) if template else Role.READ
         if role is OPEN:
             return await self.app(scope, receive, send)
@@ -127,7 +130,7 @@ class AccessMiddleware:
         limited = key is not ANONYMOUS
         if limited:
             wait = self.rates.take(key.id, self.rate_limit if key.rate_limit is None
-                                   else key.rate_limit)
+                                   else key.rate_limit, key.burst)
             if wait > 0:
                 return await _reply(send, 429, f"rate limit exceeded for key {key.id}",
                                     [("retry-after", retry_after(wait))])

@@ -27,7 +27,6 @@ _PATTERNS = [
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
-_installed = False
 
 
 def add_secrets(values: Iterable[str]) -> None:
@@ -68,17 +67,16 @@ def _redact_record(record: logging.LogRecord) -> None:
 
 
 def install() -> None:
-    """Wrap the record factory once; later calls do nothing."""
-    global _installed
+    """Wrap the record factory, unless the current one already redacts."""
     with _lock:
-        if _installed:
-            return
         previous = logging.getLogRecordFactory()
+        if getattr(previous, "redacts", False):
+            return
 
         def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = previous(*args, **kwargs)
             _redact_record(record)
             return record
 
+        factory.redacts = True  # type: ignore[attr-defined]
         logging.setLogRecordFactory(factory)
-        _installed = True
