@@ -4,8 +4,8 @@
   connection opening or of its first byte on a kept-alive connection; a connection that sends
   nothing, or dribbles a head byte by byte (slowloris), is closed, so idle sockets cannot pile
   up until real clients starve.
-- A head larger than `h11_max_incomplete_event_size` gets 431, as h11 intends (uvicorn answers
-  every parse error with 400).
+- A head larger than `h11_max_incomplete_event_size` gets 431 (uvicorn answers h11's "buffer
+  too long" with 400, and h11 checks only heads that arrive in pieces).
 """
 
 from __future__ import annotations
@@ -20,21 +20,17 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("corral.transport")
 
-REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                   b"content-length: 20\r\nconnection: close\r\n\r\nrequest head timeout")
+
+def _plain_reply(status: str, text: str) -> bytes:
+    """A whole reply written before any request was parsed (h11 cannot answer one yet)."""
+    body = text.encode()
+    return (f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
-class _Connection(h11.Connection):
-    """Remembers the status h11 suggests for the last parse error (431 for a huge head)."""
-
-    error_status = 400
-
-    def next_event(self) -> Any:
-        try:
-            return super().next_event()
-        except h11.RemoteProtocolError as err:
-            self.error_status = err.error_status_hint
-            raise
+REQUEST_TIMEOUT = _plain_reply("408 Request Timeout", "request head timeout")
+HEAD_TOO_LARGE = _plain_reply("431 Request Header Fields Too Large",
+                              "request header fields too large")
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -44,8 +40,7 @@ class GuardedH11Protocol(H11Protocol):
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         limit = config.h11_max_incomplete_event_size
-        self.conn = _Connection(h11.SERVER, DEFAULT_MAX_INCOMPLETE_EVENT_SIZE if limit is None
-                                else limit)
+        self.max_head = DEFAULT_MAX_INCOMPLETE_EVENT_SIZE if limit is None else limit
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -57,11 +52,23 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE and self._head_too_large(data):
+            self._cancel_head_timer()
+            self.transport.write(HEAD_TOO_LARGE)
+            self.transport.close()
+            return
         super().data_received(data)
         if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
             self._cancel_head_timer()  # the head is in (or the connection is done)
         elif self._head_timer is None:
             self._arm_head_timer()  # a new head begins on a kept-alive connection
+
+    def _head_too_large(self, data: bytes) -> bool:
+        # h11 bounds only a head that arrives in pieces; one that comes whole is parsed at any
+        # size, so measure the head (buffered bytes plus these, up to the blank line) here.
+        buffered = self.conn.trailing_data[0] + data
+        end = buffered.find(b"\r\n\r\n")
+        return (len(buffered) if end < 0 else end + 4) > self.max_head
 
     def _arm_head_timer(self) -> None:
         if self.header_timeout > 0 and self._head_timer is None:
@@ -80,17 +87,6 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.write(REQUEST_TIMEOUT)
             log.info("closed a connection from %s: no request head within %.0f s",
                      self.client, self.header_timeout)
-        self.transport.close()
-
-    def send_400_response(self, msg: str) -> None:
-        if self.conn.error_status != 431:
-            return super().send_400_response(msg)
-        body = b"request header fields too large"
-        event = h11.Response(status_code=431, reason=b"Request Header Fields Too Large", headers=[
-            (b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close"),
-            (b"content-length", str(len(body)).encode())])
-        for out in (event, h11.Data(data=body), h11.EndOfMessage()):
-            self.transport.write(self.conn.send(out))
         self.transport.close()
 
 
