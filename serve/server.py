@@ -28,7 +28,7 @@ def run(settings: Settings) -> None:
         app,
         host=settings.host.host,
         port=settings.host.port,
-        log_level="debug" if settings.debug else "info",
+        log_level="trace" if settings.trace else "debug" if settings.debug else "info",
         timeout_graceful_shutdown=5,
         http=protocol(settings.header_timeout),
         h11_max_incomplete_event_size=settings.max_header_bytes,

@@ -101,6 +101,7 @@ class Settings:
     devices: str = ""
     replicas: int = 1
     debug: bool = False
+    trace: bool = False  # OLLAMA_DEBUG=2: uvicorn's trace log, every ASGI message (redacted)
     # Registries (pull/push): basic credentials per host from CORRAL_REGISTRY_AUTH
     # (`host=user:password,...`, these win) and a docker config.json's `auths`; the ed25519
     # key that signs token requests to Ollama's registry (created at `serve` if missing).
@@ -168,6 +169,7 @@ class Settings:
             devices=_var(env, "CORRAL_DEVICES"),
             replicas=max(1, _int(env, "CORRAL_REPLICAS", 1)),
             debug=_bool(env, "OLLAMA_DEBUG"),
+            trace=_int(env, "OLLAMA_DEBUG", 0) >= 2,
             registry_auth=tuple((host, user, pw) for host, (user, pw) in
                                 parse_credentials_spec(_var(env, "CORRAL_REGISTRY_AUTH")).items()),
             docker_config=(Path(docker).expanduser() if docker else home / ".docker") / "config.json",
