@@ -21,6 +21,7 @@ import pytest
 from registry.paths import PATH_REFUSED
 from tests.certs import self_signed
 from tests.integration.conftest import start_server, stop_server
+from tests.tiny import tiny_gguf
 
 pytestmark = pytest.mark.slow
 
@@ -59,14 +60,21 @@ def scoped(tmp_path_factory, corral_cache, tls):
     tmp = tmp_path_factory.mktemp("scoped")
     keys = tmp / "keys.yaml"
     keys.write_text(keys_yaml(KEYS))
+    allowed, outside = tmp / "allowed", tmp / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    tiny_gguf(allowed / "ok.gguf")
+    tiny_gguf(outside / "secret.gguf")
+    os.symlink(outside / "secret.gguf", allowed / "link.gguf")
     cert, key = tls
     server = start_server(tmp, {
         "CORRAL_CACHE": str(corral_cache), "CORRAL_GGUF_WEIGHTS": "float",
         "CORRAL_API_KEY": "k-bare-admin", "CORRAL_API_KEYS_FILE": str(keys),
         "CORRAL_TLS_CERT": str(cert), "CORRAL_TLS_KEY": str(key),
-        "CORRAL_MAX_NUM_PREDICT": "4",
+        "CORRAL_MAX_NUM_PREDICT": "4", "CORRAL_LOCAL_MODELS": str(allowed),
         "CORRAL_REGISTRY_AUTH": "127.0.0.1:1=user:regpass-secret-88"})
     server.keys_file = keys
+    server.allowed, server.outside = allowed, outside
     yield server
     stop_server(server)
 
@@ -163,13 +171,22 @@ def test_rate_limit_then_success_after_retry_after(scoped, tls):
         assert http.get(scoped.url + "/api/tags").status_code == 200
 
 
-def test_server_paths_refused_alike(scoped, tls):
-    c = client(scoped, tls, "admin-live")
-    for path in ("/etc/passwd", "/no/such/file.gguf", "../../../etc/hostname"):
-        with pytest.raises(ollama.ResponseError) as err:
-            c._request_raw("POST", "/api/create", json={"model": "probe", "stream": False,
-                                                        "modelfile": f"FROM {path}\n"})
-        assert (err.value.status_code, err.value.error) == (403, PATH_REFUSED), path
+def test_server_paths_only_under_local_models(scoped, tls):
+    """The old create form names server paths; a missing and an existing file outside
+    CORRAL_LOCAL_MODELS, a symlink out of it and `..` all get the one 403."""
+    headers = {"Authorization": f"Bearer {KEYS['admin-live'][0]}"}
+    with httpx.Client(verify=str(tls[0]), headers=headers, timeout=120) as http:
+        def create(path):
+            return http.post(scoped.url + "/api/create", json={
+                "model": "from-path", "stream": False, "modelfile": f"FROM {path}\n"})
+
+        ok = create(scoped.allowed / "ok.gguf")
+        assert ok.status_code == 200 and ok.json()["status"] == "success", ok.text
+        for path in (scoped.outside / "secret.gguf", scoped.outside / "missing.gguf",
+                     scoped.allowed / "link.gguf", f"{scoped.allowed}/../outside/secret.gguf",
+                     f"{scoped.allowed}/../outside/missing.gguf", "/etc/passwd", "/no/such/file"):
+            r = create(path)
+            assert (r.status_code, r.json()) == (403, {"error": PATH_REFUSED}), (path, r.text)
 
 
 def test_cli_and_env_key_over_tls(scoped, tls, monkeypatch):

@@ -7,9 +7,7 @@ import hashlib
 import logging
 import os
 
-import numpy as np
 import pytest
-from gguf import GGUFWriter
 from starlette.testclient import TestClient
 
 from registry.paths import PATH_REFUSED
@@ -18,6 +16,7 @@ from serve.app import build_app
 from serve.auth.roles import ROUTE_ROLES, Role
 from serve.services import Services
 from serve.settings import Settings
+from tests.tiny import tiny_gguf
 
 TOKENS = {"read": "k-read-0001", "infer": "k-infer-0002", "admin": "k-admin-0003",
           "team": "k-team-0004", "team-admin": "k-teamadmin-0005"}
@@ -50,19 +49,6 @@ CALLS = {
     "/api/push": ("POST", "/api/push", {"model": ""}),
     "/api/blobs/{digest}": ("HEAD", "/api/blobs/sha256:" + "0" * 64, None),
 }
-
-
-def tiny_gguf(path):
-    w = GGUFWriter(str(path), "llama")
-    w.add_uint32("general.file_type", 1)
-    w.add_context_length(128)
-    w.add_embedding_length(8)
-    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float16))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
 
 
 def keys_file(path):
