@@ -33,6 +33,9 @@ HEAD_TOO_LARGE = _plain_reply("431 Request Header Fields Too Large",
                               "request header fields too large")
 
 
+LINGER = 2.0  # seconds a refused connection is drained before it is closed
+
+
 class GuardedH11Protocol(H11Protocol):
     header_timeout: float = 30.0
 
@@ -42,6 +45,7 @@ class GuardedH11Protocol(H11Protocol):
         limit = config.h11_max_incomplete_event_size
         self.max_head = DEFAULT_MAX_INCOMPLETE_EVENT_SIZE if limit is None else limit
         self._head_timer: asyncio.TimerHandle | None = None
+        self._discarding = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -52,10 +56,11 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
         if self.conn.their_state is h11.IDLE and self._head_too_large(data):
             self._cancel_head_timer()
-            self.transport.write(HEAD_TOO_LARGE)
-            self.transport.close()
+            self._refuse(HEAD_TOO_LARGE)
             return
         super().data_received(data)
         if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
@@ -84,10 +89,23 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
             return
         if self.conn.trailing_data[0]:  # a partial head: say why before closing
-            self.transport.write(REQUEST_TIMEOUT)
             log.info("closed a connection from %s: no request head within %.0f s",
                      self.client, self.header_timeout)
-        self.transport.close()
+            self._refuse(REQUEST_TIMEOUT)
+        else:
+            self.transport.close()
+
+    def _refuse(self, reply: bytes) -> None:
+        """Answer and close without a reset: closing a socket with unread input sends RST,
+        which can destroy the reply before the client reads it. So half-close, drain what
+        still comes for a moment, then close."""
+        self.transport.write(reply)
+        if not self.transport.can_write_eof():  # TLS: no half-close
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self._discarding = True
+        self.loop.call_later(LINGER, self.transport.close)
 
 
 def protocol(header_timeout: float) -> type[GuardedH11Protocol]:
