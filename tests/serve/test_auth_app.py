@@ -293,3 +293,13 @@ def test_option_ceilings_cut_num_ctx_and_num_predict():
     assert (opts.runner.num_ctx, opts.sampling.num_predict) == (2048, 10)
     assert resolve_options({}, {}, 16384, max_num_ctx=8192).runner.num_ctx == 8192
     assert resolve_options({}, {}, 4096).sampling.num_predict == -1  # no ceiling: as before
+
+
+def test_cors_preflight_needs_no_key(client):
+    """Browsers preflight without credentials; the key comes on the real request."""
+    pre = client.options("/api/chat", headers={"Origin": "http://localhost:3000",
+                                               "Access-Control-Request-Method": "POST"})
+    assert pre.status_code == 204 and "Authorization" in pre.headers["access-control-allow-headers"]
+    r = client.get("/api/tags", headers={"Origin": "http://localhost:3000", **as_("read")})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert client.get("/api/tags", headers={"Origin": "http://localhost:3000"}).status_code == 401
