@@ -64,7 +64,7 @@ def _entry(raw: Any, index: int) -> tuple[bytes, APIKey]:
     models = raw.get("models") or ()
     if isinstance(models, str):
         models = [models]
-    if not all(isinstance(m, str) for m in models):
+    if not isinstance(models, (list, tuple)) or not all(isinstance(m, str) for m in models):
         raise ValueError(f"key #{index + 1}: models must be a list of strings")
     key_id = str(raw.get("id") or f"key-{digest[:8]}")
     rate, conc, burst = raw.get("rate_limit"), raw.get("concurrency"), raw.get("burst")
@@ -82,7 +82,10 @@ def parse_keys_file(text: str) -> list[tuple[bytes, APIKey]]:
     entries = data.get("keys", []) if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise ValueError("expected a list of keys (or a mapping with `keys:`)")
-    parsed = [_entry(raw, i) for i, raw in enumerate(entries)]
+    try:
+        parsed = [_entry(raw, i) for i, raw in enumerate(entries)]
+    except (TypeError, AttributeError) as err:  # e.g. `rate_limit: [1]`
+        raise ValueError(f"malformed key entry: {err}") from None
     ids = [k.id for _, k in parsed]
     if len(set(ids)) != len(ids):
         raise ValueError("key ids must be unique")

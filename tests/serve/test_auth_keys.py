@@ -42,6 +42,8 @@ def test_file_entries_parse_with_roles_patterns_and_limits():
     f"keys: [{{sha256: {sha('a')}, role: root}}]",             # no such role
     f"keys: [{{id: x, sha256: {sha('a')}, role: read}}, {{id: x, sha256: {sha('b')}, role: read}}]",
     "keys: 3",
+    f"keys: [{{sha256: {sha('a')}, role: read, rate_limit: [1]}}]",
+    f"keys: [{{sha256: {sha('a')}, role: read, models: {{a: 1}}}}]",
 ])
 def test_bad_files_are_refused(bad):
     with pytest.raises(ValueError):
