@@ -23,6 +23,7 @@ from registry.model import ModelNotFoundError, get_model, load_model
 from registry.model_info import ModelMetadata, human_number, is_gguf, read_gguf, read_safetensors
 from registry.modelfile import ModelfileFields, modelfile_fields, parse_modelfile
 from registry.names import ModelName
+from registry.paths import UNRESTRICTED, PathPolicy
 from registry.store import Store, validate_digest
 
 Progress = dict[str, Any]
@@ -75,9 +76,11 @@ class CreateRequest:
 
 # --- request forms --------------------------------------------------------------------------
 
-def request_from_body(store: Store, body: dict[str, Any]) -> CreateRequest:
+def request_from_body(store: Store, body: dict[str, Any],
+                      paths: PathPolicy = UNRESTRICTED) -> CreateRequest:
     """Either JSON form of /api/create. The old `modelfile`/`path` form is parsed here and its
-    local files are imported as blobs (what the CLI would have uploaded)."""
+    local files are imported as blobs (what the CLI would have uploaded); `paths` says which
+    server-side paths it may read."""
     if not ("modelfile" in body or "path" in body):
         return CreateRequest.from_dict(body)
     text, relative_dir = body.get("modelfile") or "", "."
@@ -88,10 +91,10 @@ def request_from_body(store: Store, body: dict[str, Any]) -> CreateRequest:
         relative_dir = str(Path(path).parent)
         if not text:
             try:
-                text = Path(path).read_text()
+                text = paths.check(path).read_text()
             except OSError as e:
                 raise APIError(400, f"open {path}: {e.strerror or e}") from None
-    fields = modelfile_fields(parse_modelfile(text), relative_dir)
+    fields = modelfile_fields(parse_modelfile(text), relative_dir, paths)
     req = request_from_modelfile(store, fields)
     req.model = str(body.get("model") or body.get("name") or "")
     req.quantize = str(body.get("quantize") or body.get("quantization") or "")

@@ -18,6 +18,8 @@ from typing import Any
 
 from registry.errors import APIError
 from registry.gofmt import go_quote
+from registry.names import ModelName
+from registry.paths import UNRESTRICTED, PathPolicy
 
 # Ollama's options (api/types.go Options + Runner) and their Go kinds.
 OPTION_TYPES: dict[str, str] = {
@@ -338,8 +340,17 @@ def local_file_map(path: Path) -> dict[str, Path]:
     return out
 
 
-def modelfile_fields(mf: Modelfile, relative_dir: str | os.PathLike[str] = ".") -> ModelfileFields:
-    """Modelfile.CreateRequest: map commands to request fields (APIError 400 on bad values)."""
+def _name_shaped(arg: str) -> bool:
+    """A FROM argument that can only be read as a model name, never as a server path."""
+    return not arg.startswith(("/", "\\", ".", "~")) and ModelName.parse(arg).is_valid()
+
+
+def modelfile_fields(mf: Modelfile, relative_dir: str | os.PathLike[str] = ".",
+                     paths: PathPolicy = UNRESTRICTED) -> ModelfileFields:
+    """Modelfile.CreateRequest: map commands to request fields (APIError 400 on bad values).
+
+    `paths` decides which local paths may be read; it is asked before any path is looked at, so
+    a refused path gives the same 403 whether or not it exists (registry/paths.py)."""
     out = ModelfileFields()
     raw_params: dict[str, Any] = {}
     for c in mf.commands:
@@ -349,17 +360,21 @@ def modelfile_fields(mf: Modelfile, relative_dir: str | os.PathLike[str] = ".") 
                 out.blob_files[digest.replace(":", "-")] = digest
                 continue
             path = expand_path(c.args, relative_dir)
+            if not paths.allows(path) and _name_shaped(c.args):
+                out.from_ = c.args
+                continue
+            path = paths.check(path)
             if not path.exists():
                 out.from_ = c.args
                 continue
             out.files.update(local_file_map(path))
         elif c.name == "draft":
-            out.draft_files.update(local_file_map(expand_path(c.args, relative_dir)))
+            out.draft_files.update(local_file_map(paths.check(expand_path(c.args, relative_dir))))
         elif c.name == "adapter":
-            path = expand_path(c.args, relative_dir)
             if c.args.startswith("@"):
                 out.adapters = {c.args[1:].replace(":", "-"): Path(c.args[1:])}
                 continue
+            path = paths.check(expand_path(c.args, relative_dir))
             if not path.exists():
                 raise APIError(400, f"stat {path}: no such file or directory")
             out.adapters = local_file_map(path)

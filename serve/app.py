@@ -13,7 +13,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from registry.errors import APIError
-from serve.middleware import APIKeyMiddleware, BodyLimitMiddleware, CORSMiddleware, HostMiddleware
+from serve.auth.keys import KeyRing
+from serve.auth.middleware import AccessMiddleware
+from serve.middleware import BodyLimitMiddleware, CORSMiddleware, HostMiddleware
 from serve.responses import error_response
 from serve.routes import all_routes
 from serve.services import Services
@@ -57,11 +59,18 @@ def build_app(settings: Settings, services: Services | None = None) -> Starlette
     middleware = [
         Middleware(CORSMiddleware, extra_origins=settings.origins),
         Middleware(HostMiddleware, bind_host=settings.host.host),
-        Middleware(APIKeyMiddleware, keys=settings.api_keys),
+        # Outside the access check: the bodies it reads for model names are capped too.
         Middleware(
             BodyLimitMiddleware,
             json_limit=settings.max_json_bytes,
             blob_limit=settings.max_body_bytes,
+        ),
+        Middleware(
+            AccessMiddleware,
+            keyring=KeyRing(settings.api_keys, settings.api_keys_file),
+            metrics_open=settings.metrics_open,
+            rate_limit=settings.rate_limit,
+            concurrency=settings.concurrency_limit,
         ),
     ]
     return Starlette(

@@ -1,19 +1,20 @@
 """Access control in front of every route: CORS, the Host check, bearer tokens, body limits.
 
-Order (outermost first) follows Ollama: CORS, then allowed hosts; Corral adds the optional API
-key check (the seeds' bearer-token security scheme) and a request-body size cap after them.
+Order (outermost first) follows Ollama: CORS, then allowed hosts; Corral adds a request-body
+size cap and the access check (serve/auth: the seeds' bearer-token scheme, with scoped keys).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hmac
 import ipaddress
 import socket
 from typing import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve.auth.keys import KeyRing
+from serve.auth.middleware import AccessMiddleware
 from serve.wire import encode
 
 CORS_HEADERS = (
@@ -124,34 +125,11 @@ class HostMiddleware:
         await self.app(scope, receive, send)
 
 
-class APIKeyMiddleware:
-    """Every route but `GET/HEAD /` needs `Authorization: Bearer <key>` when keys are configured.
-
-    The Anthropic SDK sends its key as `x-api-key` instead; that header is accepted too."""
+class APIKeyMiddleware(AccessMiddleware):
+    """Bare bearer keys, each admin (`CORRAL_API_KEY`); serve/auth has the scoped form."""
 
     def __init__(self, app: ASGIApp, keys: Iterable[str]):
-        self.app = app
-        self.keys = [k.encode() for k in keys]
-
-    def authorized(self, header: str | None, api_key: str | None) -> bool:
-        if header and header.lower().startswith("bearer "):
-            given = header[7:].strip()
-        elif api_key:
-            given = api_key.strip()
-        else:
-            return False
-        return any(hmac.compare_digest(given.encode(), key) for key in self.keys)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self.keys
-            and scope["type"] == "http"
-            and not (scope["path"] == "/" and scope["method"] in ("GET", "HEAD"))
-            and not self.authorized(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
-        ):
-            body = encode({"error": "unauthorized"})
-            return await _reply(send, 401, body, [("www-authenticate", "Bearer")])
-        await self.app(scope, receive, send)
+        super().__init__(app, KeyRing(keys))
 
 
 class BodyLimitMiddleware:

@@ -81,10 +81,20 @@ def resolve_options(
     model_params: Mapping[str, Any],
     request_options: Mapping[str, Any] | None,
     default_num_ctx: int,
+    max_num_ctx: int = 0,
+    max_num_predict: int = 0,
 ) -> Options:
-    """Merge defaults < model params < request options into runner and sampling parts."""
+    """Merge defaults < model params < request options into runner and sampling parts.
+
+    The server's ceilings (0: none) bound what any request or model may ask for: `num_ctx`
+    above the ceiling is cut to it, and `num_predict` too, unlimited (negative) included."""
     merged = typed_options(model_params)
     merged.update(typed_options(request_options))
+    if max_num_ctx > 0:
+        merged["num_ctx"] = min(merged.get("num_ctx", default_num_ctx), max_num_ctx)
+    if max_num_predict > 0:
+        asked = merged.get("num_predict", -1)
+        merged["num_predict"] = max_num_predict if asked < 0 else min(asked, max_num_predict)
     seed = merged.get("seed", -1)
     sampling = SamplingParams(
         temperature=merged.get("temperature", 0.8),

@@ -13,6 +13,8 @@ from starlette.concurrency import run_in_threadpool
 from registry.defaults import ensure_default_models
 from registry.model import Model
 from registry.oci import RegistryOptions, ensure_keypair, load_docker_auths, pull_model
+from registry.paths import UNRESTRICTED, PathPolicy
+from registry.secrets import check_private
 from registry.store import Store
 from registry.templates import detect_template as detect_named_template
 from scheduler.devices import DeviceInventory
@@ -30,6 +32,14 @@ def detect_template(chat_template: str) -> tuple[str, str, dict[str, Any]] | Non
     if named is None:
         return None
     return named.name, named.template, named.parameters or {}
+
+
+def path_policy(settings: Settings) -> PathPolicy:
+    """Where create may read server-side paths: CORRAL_LOCAL_MODELS, else nowhere once keys
+    guard the server, else anywhere (an in-process app built without the environment)."""
+    if settings.local_models is not None:
+        return PathPolicy.under(settings.local_models)
+    return PathPolicy(()) if settings.keys_configured else UNRESTRICTED
 
 
 def build_residency(settings: Settings) -> Residency:
@@ -54,6 +64,10 @@ class Services:
     _timers: asyncio.Task | None = field(default=None, repr=False)
 
     detect_template = staticmethod(detect_template)
+
+    @property
+    def paths(self) -> PathPolicy:
+        return path_policy(self.settings)
 
     def __post_init__(self) -> None:
         if self.pull_for_create is None:
@@ -81,6 +95,8 @@ class Services:
                     log.info("created a new ed25519 key at %s", settings.key_path)
             except OSError as err:
                 log.warning("could not create the key %s: %s", settings.key_path, err)
+        if settings.key_path is not None and (why := check_private(settings.key_path)):
+            log.warning("%s: pulls and pushes will refuse to sign with it", why)
         await run_in_threadpool(store.housekeeping, settings.noprune)
         if settings.default_models:
             created = await run_in_threadpool(

@@ -41,6 +41,15 @@ def _int(env: dict[str, str], key: str, default: int) -> int:
         return default
 
 
+def _float(env: dict[str, str], key: str, default: float) -> float:
+    raw = _var(env, key)
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        return default
+    return value if value == value and value not in (float("inf"), float("-inf")) else default
+
+
 @dataclass(frozen=True)
 class HostAddress:
     scheme: str
@@ -92,12 +101,36 @@ class Settings:
     devices: str = ""
     replicas: int = 1
     debug: bool = False
+    trace: bool = False  # OLLAMA_DEBUG=2: uvicorn's trace log, every ASGI message (redacted)
     # Registries (pull/push): basic credentials per host from CORRAL_REGISTRY_AUTH
     # (`host=user:password,...`, these win) and a docker config.json's `auths`; the ed25519
     # key that signs token requests to Ollama's registry (created at `serve` if missing).
     registry_auth: tuple[tuple[str, str, str], ...] = ()
     docker_config: Path | None = None
     key_path: Path | None = None
+    # Access (serve/auth): a keys file of hashed, scoped keys beside the bare admin keys; the
+    # directories create may read server-side paths from (None: any, as before; (): none);
+    # per-key limits (0: none) and per-server option ceilings (0: none).
+    api_keys_file: Path | None = None
+    local_models: tuple[Path, ...] | None = None
+    metrics_open: bool = False
+    rate_limit: float = 0.0
+    concurrency_limit: int = 0
+    max_num_ctx: int = 0
+    max_num_predict: int = 0
+    # Transport (serve/transport.py): TLS files, the largest request head, and how long a
+    # connection may take to send one.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 30.0
+
+    @property
+    def keys_configured(self) -> bool:
+        return bool(self.api_keys) or self.api_keys_file is not None
+
+    def option_ceilings(self) -> dict[str, int]:
+        return {"max_num_ctx": self.max_num_ctx, "max_num_predict": self.max_num_predict}
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -108,6 +141,16 @@ class Settings:
         keys = [k.strip() for k in _var(env, "CORRAL_API_KEY").split(",") if k.strip()]
         docker = _var(env, "DOCKER_CONFIG")
         origins = [o.strip() for o in _var(env, "OLLAMA_ORIGINS").split(",") if o.strip()]
+        keys_file = _var(env, "CORRAL_API_KEYS_FILE")
+        local = _var(env, "CORRAL_LOCAL_MODELS")
+        if local.lower() == "none":
+            local_models: tuple[Path, ...] = ()
+        elif local:
+            local_models = tuple(Path(p.strip()).expanduser()
+                                 for p in local.replace(os.pathsep, ",").split(",") if p.strip())
+        else:  # Ollama reads any path for a local user; a shared, keyed server reads none
+            local_models = () if keys or keys_file else (home,)
+        tls_cert, tls_key = _var(env, "CORRAL_TLS_CERT"), _var(env, "CORRAL_TLS_KEY")
         return cls(
             host=parse_host(_var(env, "OLLAMA_HOST")),
             models_dir=Path(models).expanduser() if models else home / ".ollama" / "models",
@@ -126,9 +169,21 @@ class Settings:
             devices=_var(env, "CORRAL_DEVICES"),
             replicas=max(1, _int(env, "CORRAL_REPLICAS", 1)),
             debug=_bool(env, "OLLAMA_DEBUG"),
+            trace=_int(env, "OLLAMA_DEBUG", 0) >= 2,
             registry_auth=tuple((host, user, pw) for host, (user, pw) in
                                 parse_credentials_spec(_var(env, "CORRAL_REGISTRY_AUTH")).items()),
             docker_config=(Path(docker).expanduser() if docker else home / ".docker") / "config.json",
             key_path=home / ".ollama" / "id_ed25519",
+            api_keys_file=Path(keys_file).expanduser() if keys_file else None,
+            local_models=local_models,
+            metrics_open=_bool(env, "CORRAL_METRICS_OPEN"),
+            rate_limit=_float(env, "CORRAL_RATE_LIMIT", 0.0),
+            concurrency_limit=_int(env, "CORRAL_CONCURRENCY_LIMIT", 0),
+            max_num_ctx=_int(env, "CORRAL_MAX_NUM_CTX", 0),
+            max_num_predict=_int(env, "CORRAL_MAX_NUM_PREDICT", 0),
+            tls_cert=Path(tls_cert).expanduser() if tls_cert else None,
+            tls_key=Path(tls_key).expanduser() if tls_key else None,
+            max_header_bytes=_int(env, "CORRAL_MAX_HEADER_BYTES", 64 * 1024),
+            header_timeout=_float(env, "CORRAL_HEADER_TIMEOUT", 30.0),
         )
 

@@ -23,6 +23,8 @@ from urllib.parse import urlencode
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from registry.secrets import read_private
+
 KEY_TYPE = "ssh-ed25519"
 
 
@@ -84,9 +86,10 @@ def parse_credentials_spec(spec: str) -> dict[str, tuple[str, str]]:
 
 def load_docker_auths(path: str | os.PathLike[str]) -> dict[str, tuple[str, str]]:
     """Basic credentials from a docker `config.json` (`auths.<host>.auth` = base64 user:pass,
-    or `username`/`password`); a missing or unreadable file gives none."""
+    or `username`/`password`); a missing or unreadable file gives none, a group- or
+    world-readable one a warning."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(read_private(path, refuse=False))
     except (OSError, ValueError):
         return {}
     out: dict[str, tuple[str, str]] = {}
@@ -147,7 +150,8 @@ class SigningKey:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "SigningKey":
-        key = serialization.load_ssh_private_key(Path(path).read_bytes(), password=None)
+        # refused when group- or world-accessible, as ssh refuses such a key
+        key = serialization.load_ssh_private_key(read_private(path, refuse=True), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{path}: not an ed25519 key")
         return cls(key)

@@ -187,7 +187,10 @@ class RegistryClient:
             if realm_host != urlsplit(url).netloc.lower():
                 raise RegistryError(f'realm host "{realm_host}" does not match original host '
                                     f'"{urlsplit(url).netloc.lower()}"')
-            key = SigningKey.load(self.options.key_path)
+            try:
+                key = SigningKey.load(self.options.key_path)
+            except OSError as err:
+                raise RegistryError(str(err)) from err
             headers["Authorization"] = key.sign(signed_token_data(turl))
         try:
             resp = self.http.get(turl, headers=headers, follow_redirects=True)

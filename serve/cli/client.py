@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from typing import Any, BinaryIO, Callable, Iterator
 
 import httpx
@@ -36,6 +37,13 @@ def _error_text(response: httpx.Response) -> str:
     return text or f"{response.status_code} {response.reason_phrase}"
 
 
+def _tls_verify() -> ssl.SSLContext | bool:
+    """An https OLLAMA_HOST is verified against SSL_CERT_FILE when set (a private CA or a
+    self-signed server certificate), else the system's CAs; proxies stay ignored."""
+    cafile = os.environ.get("SSL_CERT_FILE", "").strip()
+    return ssl.create_default_context(cafile=cafile) if cafile else True
+
+
 class Client:
     """Talks to the server at OLLAMA_HOST, with `Authorization: Bearer $OLLAMA_API_KEY` when set."""
 
@@ -50,6 +58,7 @@ class Client:
             timeout=httpx.Timeout(None, connect=10.0),
             transport=transport,
             trust_env=False,
+            verify=_tls_verify(),
         )
 
     @classmethod

@@ -51,7 +51,8 @@ async def embed(request: Request) -> Response:
         raise APIError(400, "invalid input type")
     keep_alive = req.keep_alive(body)
     model = await _model(request, name)
-    options = resolve_options(model.params, body.get("options"), services.settings.context_length)
+    options = resolve_options(model.params, body.get("options"), services.settings.context_length,
+                              **services.settings.option_ceilings())
     async with await services.acquire(model, options.runner, keep_alive) as lease:
         loaded = time.perf_counter_ns()
         if not texts:
@@ -77,7 +78,8 @@ async def embeddings(request: Request) -> Response:
         raise APIError(400, "model is required")
     keep_alive = req.keep_alive(body)
     model = await _model(request, name)
-    options = resolve_options(model.params, body.get("options"), services.settings.context_length)
+    options = resolve_options(model.params, body.get("options"), services.settings.context_length,
+                              **services.settings.option_ceilings())
     async with await services.acquire(model, options.runner, keep_alive) as lease:
         prompt = body.get("prompt") or ""
         if not prompt:

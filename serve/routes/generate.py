@@ -217,7 +217,8 @@ async def generate(request: Request) -> Response:
         raise APIError(400, "raw mode does not support template, system, or context")
     needed = (["insert"] if body.get("suffix") else []) + (["vision"] if body.get("images") else [])
     think = _check_capabilities(model, needed, "generate", think, name)
-    options = resolve_options(model.params, body.get("options"), services.settings.context_length)
+    options = resolve_options(model.params, body.get("options"), services.settings.context_length,
+                              **services.settings.option_ceilings())
     _apply_format_and_logprobs(body, options)
     lease = await services.acquire(model, options.runner, keep_alive)
     if not prompt and not body.get("suffix"):
@@ -271,7 +272,8 @@ async def chat(request: Request) -> Response:
     needed = (["tools"] if body.get("tools") else []) + (
         ["vision"] if any(m.get("images") for m in messages) else [])
     think = _check_capabilities(model, needed, "chat", think, name)
-    options = resolve_options(model.params, body.get("options"), services.settings.context_length)
+    options = resolve_options(model.params, body.get("options"), services.settings.context_length,
+                              **services.settings.option_ceilings())
     _apply_format_and_logprobs(body, options)
     lease = await services.acquire(model, options.runner, keep_alive)
     if not messages:

@@ -16,6 +16,7 @@ from registry.create import (copy_model, create_model, delete_model, list_models
 from registry.errors import APIError
 from registry.model import get_model
 from registry.show import show_model
+from serve.auth.access import require_model, visible
 from serve.responses import empty_ok, json_response, stream_events
 from serve.wire import decode_body, model_field
 
@@ -50,7 +51,7 @@ async def _body(request: Request, struct: str, fields: dict[str, str]) -> dict[s
 
 async def tags(request: Request) -> Response:
     models = await run_in_threadpool(list_models, _services(request).store)
-    return json_response({"models": models})
+    return json_response({"models": visible(request.scope, models)})
 
 
 async def show(request: Request) -> Response:
@@ -79,7 +80,9 @@ async def create(request: Request) -> Response:
             raise APIError(400, f"json: cannot unmarshal into Go struct field CreateRequest.{key} "
                                 "of type map[string]string")
     services = _services(request)
-    req = await run_in_threadpool(request_from_body, services.store, body)
+    req = await run_in_threadpool(request_from_body, services.store, body, services.paths)
+    for name in (req.model, req.from_):  # the Modelfile's FROM, now parsed, included
+        require_model(request.scope, name)
     progress = await run_in_threadpool(
         create_model, services.store, req, noprune=services.settings.noprune,
         validate_template=validate_template, detect_template=services.detect_template,

@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from registry.create import model_details
 from scheduler.residency import Residency, Runner
+from serve.auth.access import visible
 from serve.responses import json_response
 from serve.wire import go_time
 
@@ -43,7 +44,7 @@ async def ps(request: Request) -> Response:
     runners = residency.all_runners() if residency else []
     entries = [(residency.expires_at(r), _entry(residency, r)) for r in runners]
     entries.sort(key=lambda e: e[0], reverse=True)
-    return json_response({"models": [e[1] for e in entries]})
+    return json_response({"models": visible(request.scope, [e[1] for e in entries])})
 
 
 def _metrics(residency: Residency | None) -> bytes:

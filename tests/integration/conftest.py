@@ -44,13 +44,14 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, timeout: fl
         [sys.executable, "-m", "serve.cli", "serve"], env=env, cwd=Path(__file__).parents[2],
         stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
     )
-    server = LiveServer(f"http://127.0.0.1:{port}", models, cache, proc, log_path)
+    scheme = "https" if env.get("CORRAL_TLS_CERT") else "http"  # a self-signed test certificate
+    server = LiveServer(f"{scheme}://127.0.0.1:{port}", models, cache, proc, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {server.log()}")
         try:
-            if httpx.get(server.url + "/", timeout=1).status_code == 200:
+            if httpx.get(server.url + "/", timeout=1, verify=False).status_code == 200:
                 return server
         except httpx.HTTPError:
             time.sleep(0.2)

@@ -1,9 +1,7 @@
 import hashlib
 import json
 
-import numpy as np
 import pytest
-from gguf import GGUFWriter
 
 from registry.create import (
     CreateRequest, copy_model, create_model, delete_model, list_models, request_from_body, run_create,
@@ -14,22 +12,11 @@ from registry.model import ModelNotFoundError, get_model
 from registry.names import parse_name
 from registry.show import show_model
 from registry.store import Store
+from tests.tiny import tiny_gguf as shared_tiny_gguf
 
 
 def tiny_gguf(path, file_type=1, arch="llama", extra=None):
-    w = GGUFWriter(str(path), arch)
-    w.add_uint32("general.file_type", file_type)
-    w.add_context_length(128)
-    w.add_embedding_length(8)
-    w.add_string("tokenizer.chat_template", "{{ messages }}")
-    for k, v in (extra or {}).items():
-        w.add_uint32(k, v)
-    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float16))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return shared_tiny_gguf(path, file_type, arch, extra, chat_template="{{ messages }}")
 
 
 def upload(store, path):
