@@ -185,6 +185,8 @@ def create_model(
         except ModelNotFoundError:
             if pull is None:
                 raise
+    if req.adapters and base is not None:
+        _adapter_files(store, req.adapters, base.metadata)  # a mismatch is a 400, before progress
     return _run(store, req, name, base, noprune, pull, detect_template)
 
 
@@ -373,16 +375,19 @@ def _adapter_layers(store: Store, b: _Builder, adapters: dict[str, str],
                     base: ModelMetadata | None):
     """A PEFT adapter as named layers (config + safetensors), a GGUF LoRA as one layer;
     either replaces an adapter the base model had, after checking that it fits the base."""
-    for digest in adapters.values():
-        _check_blob(store, digest)
-    files = {name: store.blob_path(validate_digest(d)) for name, d in adapters.items()}
-    peft = is_peft(files)
+    peft = is_peft(adapters)
     yield {"status": "converting adapter" if peft else "parsing GGUF"}
-    validate_adapter(files, base)
+    _adapter_files(store, adapters, base)
     b.remove(MEDIA_TYPE_ADAPTER)
     for fname in sorted(adapters) if peft else weight_files(adapters):
         d = validate_digest(adapters[fname])
         b.add_existing(Layer(MEDIA_TYPE_ADAPTER, d, store.blob_size(d), name=fname if peft else ""))
+
+
+def _adapter_files(store: Store, adapters: dict[str, str], base: ModelMetadata | None) -> None:
+    for digest in adapters.values():
+        _check_blob(store, digest)
+    validate_adapter({name: store.blob_path(validate_digest(d)) for name, d in adapters.items()}, base)
 
 
 def _config_from(meta: ModelMetadata, fmt: str) -> ConfigV2:

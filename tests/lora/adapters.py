@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+from copy import deepcopy
 import json
 from pathlib import Path
 
@@ -19,13 +19,14 @@ VARIANTS = [
 ]
 
 
-def make_peft(base_model: torch.nn.Module, out_dir: Path, seed: int, scale: float = 0.2, **lora):
-    """A peft LoRA over a copy of `base_model`, saved to `out_dir`; B is random (not peft's
-    zeros), so the adapter changes the output. Returns the peft model (the oracle)."""
+def make_peft(base_model: torch.nn.Module, out_dir: Path, seed: int, scale: float = 0.2,
+              copy: bool = True, **lora):
+    """A peft LoRA over `base_model` (a copy of it unless copy=False), saved to `out_dir`; B is
+    random (not peft's zeros), so the adapter changes the output. Returns the peft model."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    peft_model = get_peft_model(copy.deepcopy(base_model),
+    peft_model = get_peft_model(deepcopy(base_model) if copy else base_model,
                                 LoraConfig(init_lora_weights=False, **lora))
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
@@ -89,3 +90,17 @@ def write_gguf_lora(peft_dir: Path, out: Path, arch: str, num_layers: int,
     writer.write_tensors_to_file()
     writer.close()
     return out
+
+
+def load_gemma(gemma_gguf: Path, cache_dir: Path):
+    """The real gemma3:270m as the server's loader converts it (same cache key: the blob digest)."""
+    import hashlib
+
+    from backends.loader import LoadOptions, load_gguf
+
+    digest = hashlib.sha256(gemma_gguf.read_bytes()).hexdigest()
+    return load_gguf(gemma_gguf, digest, LoadOptions(cache_dir=cache_dir))
+
+
+def engine_tokens(stream, eos: list[int]) -> list[int]:
+    return [t for out in stream for t in out.token_ids if t not in eos]
