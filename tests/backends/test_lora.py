@@ -53,7 +53,7 @@ def test_adapters_change_the_output(world):
         assert ref != reference_greedy(world[0], prompt, N), "an adapter left the tokens as the base's"
 
 
-@pytest.mark.parametrize("path", ["gather", "group", "auto"])
+@pytest.mark.parametrize("path", ["stacked", "gather", "group", "auto"])
 def test_mixed_batch_equals_each_alone(world, path):
     """Base + three adapters in one batch: each row gets its own reference tokens."""
     base, adapters, base_ref = world

@@ -50,7 +50,7 @@ def test_gemma_base_and_three_adapters_in_one_batch(world):
     for i, d in enumerate(dirs):
         eng.add_lora(load_adapter(peft_files(d), lm.model, key=f"a{i}", name=f"a{i}"))
     params = SamplingParams(temperature=0.0, num_predict=N)
-    for path in ("gather", "group"):
+    for path in ("stacked", "gather", "group"):
         eng.loras.path = path
         streams = [eng.add_request(prompts[0], params)]
         streams += [eng.add_request(prompts[i + 1], params, lora=f"a{i}") for i in range(3)]
