@@ -9,6 +9,7 @@ LM head (`logits_to_keep` as a tensor of indices).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from backends import attention
 from backends.loader import LoadedModel
+from backends.lora import LoRAManager
 from backends.sampling_params import SamplingParams
 
 from backends.sampler import Logprobs, Sampler, SamplingRow
@@ -34,6 +36,7 @@ class SeqChunk:
     generator: torch.Generator | None = None
     token_history: list[int] = field(default_factory=list)
     constraint: Any = None  # a backends.structured.GrammarConstraint for this row's sample
+    lora_slot: int = -1  # the LoRA slot whose deltas apply to these tokens; -1: the plain base
 
 
 def kv_cache_shape(config, block_size: int) -> tuple[int, int, int, int]:
@@ -63,8 +66,10 @@ def _layer_devices(model: torch.nn.Module, layers: int, default: torch.device) -
 
 
 class ModelRunner:
-    def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int = 16):
+    def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int = 16,
+                 loras: LoRAManager | None = None):
         self.loaded = loaded
+        self.loras = loras
         self.model = loaded.model
         self.device = loaded.device
         self.block_size = block_size
@@ -103,8 +108,10 @@ class ModelRunner:
         input_ids: list[int] = []
         positions: list[int] = []
         last_index: list[int] = []
+        token_slots: list[int] = []
         for c in chunks:
             input_ids.extend(c.token_ids)
+            token_slots.extend([c.lora_slot] * len(c.token_ids))
             positions.extend(range(c.start_pos, c.start_pos + len(c.token_ids)))
             if c.sample:
                 last_index.append(len(input_ids) - 1)
@@ -116,10 +123,12 @@ class ModelRunner:
             self.block_size,
             self.device,
         )
+        adapted = self.loras is not None and any(c.lora_slot >= 0 for c in chunks)
+        with self.loras.step(token_slots, self.device) if adapted else contextlib.nullcontext():
+            keep = torch.tensor(last_index or [len(input_ids) - 1])
+            logits = self._forward(input_ids, positions, meta, keep)
         if not last_index:
-            self._forward(input_ids, positions, meta, torch.tensor([len(input_ids) - 1]))
             return [None] * len(chunks), [None] * len(chunks)
-        logits = self._forward(input_ids, positions, meta, torch.tensor(last_index))
         rows = [self._row(c) for c in chunks if c.sample]
         tokens, logprobs = self.sampler.sample_with_logprobs(logits.float(), rows)
         tok_it, lp_it = iter(tokens.tolist()), iter(logprobs)

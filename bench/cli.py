@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from bench import scenarios
+from bench import lora, scenarios
 from bench.adapters import LlamaCompletion, OllamaGenerate
 from bench.loadgen import make_client, run_phase, single_request
 from bench.metrics import PhaseStats
@@ -180,7 +180,8 @@ async def sweep(system: str, url: str, adapter, source: PromptSource, cfg: Confi
     return out
 
 
-async def corral_scenarios(url: str, source: PromptSource, cfg: Config, results: BenchResults) -> None:
+async def corral_scenarios(url: str, source: PromptSource, cfg: Config, results: BenchResults,
+                           server_pid: int | None = None) -> None:
     # The busy-TTFT scenario goes last: it ends by disconnecting its background streams, and a
     # server slow to abort them would otherwise skew the next measurement.
     runs = [
@@ -191,6 +192,10 @@ async def corral_scenarios(url: str, source: PromptSource, cfg: Config, results:
          lambda: scenarios.structured(url, cfg.model, source, concurrency=cfg.batch,
                                       requests_per_client=cfg.requests_per_client, num_predict=cfg.num_predict,
                                       time_limit_s=cfg.phase_timeout)),
+        ("lora", f"LoRA at C={cfg.batch}",
+         lambda: lora.lora(url, cfg.model, source, concurrency=cfg.batch,
+                           requests_per_client=cfg.requests_per_client, num_predict=cfg.num_predict,
+                           time_limit_s=cfg.phase_timeout, server_pid=server_pid)),
         ("busy_ttft", f"TTFT while {cfg.batch - 1} others decode",
          lambda: scenarios.busy_ttft(url, cfg.model, source, others=cfg.batch - 1, reps=cfg.reps, num_predict=2,
                                      background_predict=max(512, cfg.num_predict * 8),
@@ -207,7 +212,7 @@ async def corral_scenarios(url: str, source: PromptSource, cfg: Config, results:
         if isinstance(outcome, tuple):
             outcome, phases = outcome
             results.extra_phases.extend(phases)
-        results.scenarios.append(outcome)
+        results.scenarios.extend(outcome if isinstance(outcome, list) else [outcome])
 
 
 async def run_corral(cfg: Config, source: PromptSource, results: BenchResults) -> None:
@@ -224,7 +229,7 @@ async def run_corral(cfg: Config, source: PromptSource, results: BenchResults) -
             log(f"corral: starting on {server.url} (log {server.log_path})")
             ready = server.wait_ready("/", cfg.start_timeout)
             log(f"corral: up in {ready:.1f} s")
-            await _corral_on(server.url, cfg, source, results, levels)
+            await _corral_on(server.url, cfg, source, results, levels, server.proc.pid)
         if not cfg.skip_scenarios:
             log("scenario: model load, converted cache empty vs present (two fresh servers)")
             try:
@@ -238,7 +243,8 @@ async def run_corral(cfg: Config, source: PromptSource, results: BenchResults) -
         shutil.rmtree(work, ignore_errors=True)
 
 
-async def _corral_on(url: str, cfg: Config, source: PromptSource, results: BenchResults, levels: list[int]) -> None:
+async def _corral_on(url: str, cfg: Config, source: PromptSource, results: BenchResults, levels: list[int],
+                     server_pid: int | None = None) -> None:
     adapter = OllamaGenerate(cfg.model)
     async with make_client(1) as client:
         try:
@@ -250,7 +256,7 @@ async def _corral_on(url: str, cfg: Config, source: PromptSource, results: Bench
     results.phases.extend(await sweep("corral", url, adapter, source, cfg, levels))
     if cfg.skip_scenarios:
         return
-    await corral_scenarios(url, source, cfg, results)
+    await corral_scenarios(url, source, cfg, results, server_pid)
     if cfg.server_url:
         results.notes.append("load-time scenario skipped: it starts its own servers, not used with --server-url")
 

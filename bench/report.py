@@ -27,6 +27,8 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "busy_ttft": ("<=", 3.0, "chunked prefill bounds the wait behind 15 decodes"),
     "load_time": (">=", 10.0, "the converted-weights cache makes the second load 10x faster"),
     "structured": (">=", 0.8, "JSON-schema masks cost at most 20% throughput"),
+    "lora_throughput": (">=", 0.7, "adapters batched on one base keep 70% of its throughput"),
+    "lora_memory": ("<=", 1.1, "4 adapter models share one copy of the base"),
 }
 
 
@@ -101,6 +103,8 @@ def compute_ratios(results: BenchResults, batch: int, top: int) -> list[Ratio]:
         ("busy_ttft", "TTFT busy / idle", False),
         ("load_time", "Load speedup first / second", True),
         ("structured", "Throughput schema / unconstrained", False),
+        ("lora_throughput", "LoRA throughput 4 adapter models / base", False),
+        ("lora_memory", "LoRA memory base + 4 adapter models / base", False),
     ):
         scenario = results.scenario(key)
         if scenario is None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from registry.adapters import is_peft, validate_adapter, weight_files
 from registry.errors import APIError
 from registry.manifest import (
     MEDIA_TYPE_ADAPTER, MEDIA_TYPE_CONFIG, MEDIA_TYPE_JSON, MEDIA_TYPE_LICENSE, MEDIA_TYPE_MESSAGES,
@@ -160,7 +161,7 @@ def _validate(store: Store, req: CreateRequest) -> ModelName:
         raise APIError(400, "neither 'from' or 'files' was specified")
     if req.from_ and not ModelName.parse(req.from_).is_valid() and not req.files:
         raise APIError(400, "invalid model name")
-    if len(req.adapters) > 1:
+    if len(weight_files(req.adapters)) > 1:
         raise APIError(400, "only one adapter is currently supported")
     if req.quantize and req.quantize.upper() not in QUANTIZE_TYPES:
         raise APIError(400, f"unsupported quantization type {req.quantize}")
@@ -187,6 +188,8 @@ def create_model(
         except ModelNotFoundError:
             if pull is None:
                 raise
+    if req.adapters and base is not None:
+        _adapter_files(store, req.adapters, base.metadata)  # a mismatch is a 400, before progress
     return _run(store, req, name, base, noprune, pull, detect_template)
 
 
@@ -256,7 +259,7 @@ def _run(store: Store, req: CreateRequest, name: ModelName, base: Any, noprune: 
         config = ConfigV2.from_dict(base.config.to_dict())
         meta = None
     if req.adapters:
-        yield from _adapter_layers(store, b, req.adapters)
+        yield from _adapter_layers(store, b, req.adapters, meta or (base.metadata if base else None))
     if req.quantize:
         q = req.quantize.upper()
         if config.model_format != "safetensors" and config.file_type.upper() not in QUANTIZE_SOURCE_TYPES:
@@ -371,14 +374,23 @@ def _layers_from_files(store: Store, b: _Builder, files: dict[str, str]):
     return meta, _config_from(meta, "gguf")
 
 
-def _adapter_layers(store: Store, b: _Builder, adapters: dict[str, str]):
-    for fname, digest in adapters.items():
+def _adapter_layers(store: Store, b: _Builder, adapters: dict[str, str],
+                    base: ModelMetadata | None):
+    """A PEFT adapter as named layers (config + safetensors), a GGUF LoRA as one layer;
+    either replaces an adapter the base model had, after checking that it fits the base."""
+    peft = is_peft(adapters)
+    yield {"status": "converting adapter" if peft else "parsing GGUF"}
+    _adapter_files(store, adapters, base)
+    b.remove(MEDIA_TYPE_ADAPTER)
+    for fname in sorted(adapters) if peft else weight_files(adapters):
+        d = validate_digest(adapters[fname])
+        b.add_existing(Layer(MEDIA_TYPE_ADAPTER, d, store.blob_size(d), name=fname if peft else ""))
+
+
+def _adapter_files(store: Store, adapters: dict[str, str], base: ModelMetadata | None) -> None:
+    for digest in adapters.values():
         _check_blob(store, digest)
-        d = validate_digest(digest)
-        if not is_gguf(store.blob_path(d)):
-            raise APIError(400, "supplied file was not in GGUF format")
-        yield {"status": "parsing GGUF"}
-        b.add_existing(Layer(MEDIA_TYPE_ADAPTER, d, store.blob_size(d)))
+    validate_adapter({name: store.blob_path(validate_digest(d)) for name, d in adapters.items()}, base)
 
 
 def _config_from(meta: ModelMetadata, fmt: str) -> ConfigV2:

@@ -306,8 +306,8 @@ def files_for_model(directory: Path) -> list[Path]:
     if files:
         files += glob("*/model*.safetensors")
     else:
-        for pattern in ("consolidated*.safetensors", "pytorch_model*.bin", "consolidated*.pth",
-                        "*.gguf", "*.bin"):
+        for pattern in ("adapters.safetensors", "adapter_model.safetensors", "consolidated*.safetensors",
+                        "pytorch_model*.bin", "consolidated*.pth", "*.gguf", "*.bin"):
             files = glob(pattern)
             if files:
                 break

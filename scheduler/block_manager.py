@@ -54,7 +54,7 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return []
         hits: list[int] = []
-        parent = b""
+        parent = seq.cache_salt
         bs = self.block_size
         for i in range((seq.num_tokens - 1) // bs):
             tokens = tuple(seq.token_ids[i * bs:(i + 1) * bs])
@@ -109,7 +109,7 @@ class BlockManager:
         bs = self.block_size
         for i in range(len(hashes), seq.num_computed_tokens // bs):
             tokens = tuple(seq.token_ids[i * bs:(i + 1) * bs])
-            h = block_hash(hashes[-1] if hashes else b"", tokens)
+            h = block_hash(hashes[-1] if hashes else seq.cache_salt, tokens)
             hashes.append(h)
             block = self.blocks[seq.block_table[i]]
             if h not in self._hash_to_block and block.hash is None:

@@ -9,6 +9,7 @@ when the caller has no running loop).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import logging
 import queue
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 from backends.detokenizer import IncrementalDetokenizer
 from backends.loader import LoadedModel
+from backends.lora import LoRAManager, LoRAWeights
 from backends.model_runner import ModelRunner, SeqChunk, kv_block_bytes
 from backends.sampler import Logprobs
 from backends.sampling_params import SamplingParams
@@ -50,6 +52,8 @@ class EngineConfig:
     context_shift: bool = True
     num_keep: int = 4
     name: str | None = None  # the model's name: logs and faults aimed at one model
+    max_loras: int = 0  # LoRA adapters resident at once (0: this engine serves no adapters)
+    lora_path: str = "auto"  # how deltas are batched: auto | gather | group (backends.lora)
 
 
 @dataclass
@@ -76,6 +80,9 @@ class EngineStats:
     prefix_cache_hit_tokens: int
     prefix_cache_query_tokens: int
     num_preemptions: int
+    running_loras: list[str] = field(default_factory=list)  # adapter names, as vLLM's metric
+    waiting_loras: list[str] = field(default_factory=list)
+    max_loras: int = 0
 
 
 _END = object()
@@ -170,7 +177,9 @@ class LLMEngine:
         # A lone sequence must always fit, or preemption could never make room for it.
         self.num_ctx = min(self.num_ctx, num_blocks * cfg.block_size)
         max_seqs = cfg.max_num_seqs or max(16, num_blocks * cfg.block_size // self.num_ctx)
-        self.runner = ModelRunner(loaded, num_blocks, cfg.block_size)
+        self.loras = (LoRAManager(loaded.model, cfg.max_loras, cfg.lora_path)
+                      if cfg.max_loras > 0 else None)
+        self.runner = ModelRunner(loaded, num_blocks, cfg.block_size, self.loras)
         self.block_manager = BlockManager(num_blocks, cfg.block_size, cfg.enable_prefix_caching)
         self.scheduler = Scheduler(
             SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens),
@@ -202,8 +211,11 @@ class LLMEngine:
         request_id: str | None = None,
         num_keep: int | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        lora: str | None = None,
     ) -> RequestStream:
         """Queue a request; its outputs arrive on the returned stream.
+
+        `lora` is the key of a resident adapter (`add_lora`) whose deltas apply to it.
 
         The stream is async-iterable on `loop` (default: the running loop, if any), else
         iterable with blocking reads. Raises APIError 503 when `max_queue` requests are
@@ -221,6 +233,8 @@ class LLMEngine:
         stream = RequestStream(self, request_id, loop)
         try:
             seq = self._new_sequence(list(prompt_token_ids), params, request_id, num_keep)
+            if lora is not None:
+                self._bind_lora(seq, lora)
         except BaseException:
             with self._lock:
                 self._num_pending -= 1
@@ -232,9 +246,30 @@ class LLMEngine:
     def abort(self, request_id: str) -> None:
         self._commands.put(("abort", request_id))
 
+    def add_lora(self, weights: LoRAWeights) -> int:
+        """Make an adapter resident (between steps); its slot. ValueError if it cannot be."""
+        if self.loras is None:
+            raise ValueError("this engine was started without LoRA slots")
+        return self._on_engine_thread(lambda: self.loras.add(weights))
+
+    def remove_lora(self, key: str) -> None:
+        if self.loras is not None:
+            self._on_engine_thread(lambda: self.loras.remove(key))
+
+    def _on_engine_thread(self, fn):
+        """Run `fn` between two steps, where no forward reads the layers it changes."""
+        if self._thread is None or self._stopped.is_set():
+            return fn()
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self._commands.put(("call", (fn, done)))
+        return done.result()
+
     def stats(self) -> EngineStats:
         bm = self.block_manager
+        running, waiting = self._lora_names(self.scheduler.running), self._lora_names(self.scheduler.waiting)
         return EngineStats(
+            running_loras=running, waiting_loras=waiting,
+            max_loras=self.loras.max_loras if self.loras else 0,
             running=len(self.scheduler.running),
             waiting=len(self.scheduler.waiting) + self._commands.qsize(),
             free_blocks=bm.num_free_blocks,
@@ -249,6 +284,18 @@ class LLMEngine:
         self._commands.put(("wake", None))
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+
+    def _lora_names(self, seqs) -> list[str]:
+        keys = {seq.lora_key for seq in list(seqs) if seq.lora_key is not None}
+        return sorted(self.loras.name_of(k) for k in keys if self.loras.slot_of(k) is not None)
+
+    def _bind_lora(self, seq: Sequence, key: str) -> None:
+        slot = self.loras.slot_of(key) if self.loras is not None else None
+        if slot is None:
+            raise APIError(500, "the model's adapter is not loaded")
+        seq.lora_key, seq.lora_slot = key, slot
+        # KV computed under an adapter differs from the base's: prefixes are cached per adapter.
+        seq.cache_salt = f"lora:{key}".encode()
 
     # ---- engine thread ------------------------------------------------------------------
 
@@ -294,6 +341,12 @@ class LLMEngine:
             if cmd == "add":
                 self._requests[arg.request_id] = arg
                 self.scheduler.add(arg)
+            elif cmd == "call":
+                fn, done = arg
+                try:
+                    done.set_result(fn())
+                except Exception as exc:  # noqa: BLE001 - handed to the caller
+                    done.set_exception(exc)
             elif cmd == "abort":
                 seq = self._requests.get(arg)
                 if seq is not None:
@@ -326,6 +379,7 @@ class LLMEngine:
                 generator=seq.generator,
                 token_history=seq.token_ids,
                 constraint=seq.constraint,
+                lora_slot=seq.lora_slot,
             ))
         sampled, logprobs = self.runner.execute_with_logprobs(chunks)
         self._update(batch, sampled, logprobs)
@@ -404,6 +458,8 @@ class LLMEngine:
                 with self._lock:
                     self._num_pending -= 1
                 arg.stream.put(exc)
+            elif cmd == "call":
+                arg[1].set_exception(exc)
 
     # ---- synchronous helper (tests, offline use) ------------------------------------------
 

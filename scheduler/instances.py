@@ -21,6 +21,8 @@ import torch
 
 from backends.embedder import Embedder, max_length_from_dir, pooling_from_dir
 from backends.loader import LoadedModel, LoadOptions, linked_dir, load_gguf, load_safetensors
+from backends.lora import load_adapter
+from registry.errors import APIError
 from scheduler.engine import EngineConfig, LLMEngine
 from scheduler.estimate import ModelShape, estimate_bytes
 from scheduler.placement import Placement
@@ -37,6 +39,7 @@ class InstanceConfig:
     max_queue: int = 512
     max_num_batched_tokens: int = 512
     block_size: int = 16
+    max_loras: int = 4  # LoRA slots of each generative engine
 
 
 @dataclass(eq=False)
@@ -54,6 +57,21 @@ class ModelInstance:
     @property
     def context_length(self) -> int:
         return self.engine.num_ctx if self.engine else self.loaded.max_context
+
+    def add_adapter(self, ref: ModelRef) -> int:
+        """Read an adapter model's LoRA weights into a slot of this engine; their bytes."""
+        if self.engine is None:
+            raise APIError(400, f"{ref.name}: adapters apply to generative models only")
+        try:
+            weights = load_adapter(ref.adapter, self.loaded.model, key=ref.key, name=ref.name)
+            self.engine.add_lora(weights)
+        except ValueError as e:
+            raise APIError(500, f"{ref.name}: the adapter cannot be applied: {e}") from None
+        return weights.nbytes
+
+    def remove_adapter(self, key: str) -> None:
+        if self.engine is not None:
+            self.engine.remove_lora(key)
 
     def close(self) -> None:
         if self.engine is not None:
@@ -146,5 +164,6 @@ class InstanceFactory:
             num_ctx=options.num_ctx,
             max_queue=self.config.max_queue,
             name=ref.name,
+            max_loras=self.config.max_loras,
         ))
         return ModelInstance(loaded, engine=engine)

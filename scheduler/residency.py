@@ -8,6 +8,11 @@ runners whose timer ran out. Eviction picks idle runners in least-recently-used 
 is only marked to unload once idle. With replicas, one model runs as several runners on distinct
 devices and each lease goes to the one with the least outstanding work.
 
+An adapter model (a ref with `base`) leases its base's runner and keeps its LoRA weights in that
+runner's engine (`AdapterRunner`, its own keep_alive). Each resident adapter pins the base, so
+the base's own timer cannot fire while any adapter is kept; `max_loras` bounds the adapters per
+base (LRU among the idle ones), and eviction frees idle adapters before any base.
+
 The clock, the device inventory, the memory estimate and the loader are injected, so the rules are
 tested with pseudo-devices and a fake clock, and the same code runs on CUDA.
 """
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from registry.errors import APIError
+from scheduler.adapters import AdapterRunner, AdapterView
 from scheduler.devices import DeviceInventory
 from scheduler.placement import Placement, place_single, place_split
 
@@ -62,6 +68,8 @@ class ModelRef:
     name: str  # display name for /api/ps and errors
     model: Any = None
     replicas: int = 1
+    base: "ModelRef | None" = None  # an adapter model: the base whose runner it shares
+    adapter: Any = None  # what the base instance's `add_adapter` reads (the adapter's files)
 
 
 Loader = Callable[[ModelRef, RunnerOptions, Placement], Instance]
@@ -79,6 +87,7 @@ class Runner:
     deadline: float | None = None  # monotonic time it unloads at; None while in use
     last_used: float = 0.0
     unloading: bool = False
+    pins: int = 0  # resident adapters on this runner; each keeps it loaded
 
     @property
     def size(self) -> int:
@@ -92,18 +101,19 @@ class Runner:
 class Lease:
     """An acquired runner; `release()` (or leaving `async with`) starts its keep_alive timer."""
 
-    def __init__(self, residency: "Residency", runner: Runner):
+    def __init__(self, residency: "Residency", runner: Runner, adapter: AdapterRunner | None = None):
         self.residency = residency
         self.runner = runner
+        self.adapter = adapter
         self._released = False
-
-    @property
-    def instance(self) -> Any:
-        return self.runner.instance
+        self.instance = runner.instance if adapter is None else AdapterView(
+            runner.instance, adapter.ref.key)
 
     async def release(self) -> None:
         if not self._released:
             self._released = True
+            if self.adapter is not None:
+                self.residency._release_adapter(self.adapter)
             await self.residency._release(self.runner)
 
     async def __aenter__(self) -> "Lease":
@@ -119,6 +129,7 @@ class ResidencyConfig:
     max_loaded_models: int = 0  # 0: 3 per device, as Ollama's default
     max_queue: int = 512
     default_replicas: int = 1
+    max_loras: int = 4  # adapters resident per base runner (CORRAL_MAX_LORAS)
 
 
 class Residency:
@@ -138,6 +149,8 @@ class Residency:
         self.clock = clock
         self.wall_clock = wall_clock
         self.runners: dict[str, list[Runner]] = {}
+        self.adapters: dict[str, AdapterRunner] = {}
+        self._adapter_lock = asyncio.Lock()
         self._load_lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._pending = 0
@@ -153,6 +166,8 @@ class Residency:
         self, ref: ModelRef, options: RunnerOptions, keep_alive: float | None = None
     ) -> Lease:
         """A lease on a runner of `ref` with `options`, loading (and evicting) as needed."""
+        if ref.base is not None:
+            return await self._acquire_adapter(ref, options, keep_alive)
         runner = self._ready_runner(ref, options)
         if runner is None:
             if self._pending >= self.config.max_queue:
@@ -167,16 +182,25 @@ class Residency:
 
     async def expire(self, key: str) -> bool:
         """keep_alive 0 without a prompt: unload as soon as idle. False if not loaded."""
-        runners = self.runners.get(key, [])
+        adapter = self.adapters.get(key)
+        if adapter is not None:
+            adapter.keep_alive = 0.0
+            if adapter.idle:
+                await self._begin_unload_adapter(adapter)
+            return True
+        runners = list(self.runners.get(key, []))  # unloading empties the group
         for runner in runners:
             runner.keep_alive = 0.0
-            if runner.idle:
+            if runner.idle and not runner.pins:  # kept while its adapters are
                 await self._unload(runner)
         return bool(runners)
 
     async def tick(self) -> None:
         """Unload every idle runner whose keep_alive has run out."""
         now = self.clock()
+        for adapter in list(self.adapters.values()):
+            if adapter.idle and adapter.deadline is not None and adapter.deadline <= now:
+                await self._begin_unload_adapter(adapter)
         for runner in self.all_runners():
             if runner.idle and runner.deadline is not None and runner.deadline <= now:
                 await self._unload(runner)
@@ -197,8 +221,17 @@ class Residency:
     def all_runners(self) -> list[Runner]:
         return [r for group in self.runners.values() for r in group]
 
-    def expires_at(self, runner: Runner) -> float:
-        """Wall-clock expiry as /api/ps shows it (forever: far future, as Ollama)."""
+    def adapters_of(self, runner: Runner) -> list[AdapterRunner]:
+        return [a for a in self.adapters.values() if a.base is runner]
+
+    def expires_at(self, runner: Runner | AdapterRunner) -> float:
+        """Wall-clock expiry as /api/ps shows it (forever: far future, as Ollama); a base
+        lasts at least as long as the adapters it holds."""
+        own = self._expires_at(runner)
+        adapters = self.adapters_of(runner) if isinstance(runner, Runner) else []
+        return max([own] + [self._expires_at(a) for a in adapters])
+
+    def _expires_at(self, runner: Runner | AdapterRunner) -> float:
         keep = runner.keep_alive
         if math.isinf(keep):
             return self.wall_clock() + 292 * 365 * 86400
@@ -230,17 +263,24 @@ class Residency:
         # where any suspension would be cancelled too; the unload runs as its own task.
         runner.refcount -= 1
         runner.last_used = self.clock()
-        if runner.refcount == 0:
-            if runner.keep_alive <= 0:
-                self._begin_unload(runner)
-            elif not math.isinf(runner.keep_alive):
-                runner.deadline = self.clock() + runner.keep_alive
+        if runner.refcount == 0 and runner.pins == 0:
+            self._start_timer(runner, runner.last_used)
         self._notify()
+
+    def _start_timer(self, runner: Runner, since: float) -> None:
+        if runner.unloading:
+            return
+        if runner.keep_alive <= 0:
+            self._begin_unload(runner)
+        elif not math.isinf(runner.keep_alive):
+            runner.deadline = since + runner.keep_alive
 
     def _begin_unload(self, runner: Runner) -> asyncio.Task:
         """Detach the runner now (no new leases); free its memory in a task of its own."""
         task = self._closing.get(runner)
         if task is None:
+            for adapter in self.adapters_of(runner):  # they go with their engine
+                self._detach_adapter(adapter)
             runner.unloading = True
             group = self.runners.get(runner.ref.key, [])
             if runner in group:
@@ -262,6 +302,90 @@ class Residency:
         finally:
             self.inventory.release(runner.placement.allocation)
             log.info("unloaded %s", runner.ref.name)
+            self._notify()
+
+    # --- adapter models ----------------------------------------------------------------------
+
+    async def _acquire_adapter(self, ref: ModelRef, options: RunnerOptions,
+                               keep_alive: float | None) -> Lease:
+        base = await self.acquire(ref.base, options)
+        try:
+            adapter = await self._resident_adapter(ref, base.runner)
+        except BaseException:
+            await base.release()
+            raise
+        adapter.refcount += 1
+        adapter.deadline = None
+        adapter.last_used = self.clock()
+        if keep_alive is not None:
+            adapter.keep_alive = keep_alive
+        return Lease(self, base.runner, adapter)
+
+    async def _resident_adapter(self, ref: ModelRef, runner: Runner) -> AdapterRunner:
+        async with self._adapter_lock:
+            adapter = self.adapters.get(ref.key)
+            if adapter is not None and adapter.base is not runner:
+                await self._begin_unload_adapter(adapter)  # its base was reloaded elsewhere
+                adapter = None
+            if adapter is not None:
+                return adapter
+            while len(self.adapters_of(runner)) >= self.config.max_loras:
+                idle = [a for a in self.adapters_of(runner) if a.idle]
+                if idle:
+                    await self._begin_unload_adapter(min(idle, key=lambda a: a.last_used))
+                else:  # every slot serves a request: wait for one to finish
+                    await self._changed.wait()
+            size = await asyncio.to_thread(runner.instance.add_adapter, ref)
+            adapter = AdapterRunner(ref, runner, self.config.default_keep_alive, size=size,
+                                    last_used=self.clock())
+            self.adapters[ref.key] = adapter
+            runner.pins += 1
+            log.info("loaded adapter %s on %s", ref.name, runner.ref.name)
+            return adapter
+
+    def _release_adapter(self, adapter: AdapterRunner) -> None:
+        adapter.refcount -= 1
+        adapter.last_used = self.clock()
+        if adapter.refcount == 0:
+            if adapter.keep_alive <= 0:
+                self._begin_unload_adapter(adapter)
+            elif not math.isinf(adapter.keep_alive):
+                adapter.deadline = adapter.last_used + adapter.keep_alive
+
+    def _detach_adapter(self, adapter: AdapterRunner) -> bool:
+        """Forget the adapter and unpin its base; False if it was already gone."""
+        if adapter.unloading:
+            return False
+        adapter.unloading = True
+        if self.adapters.get(adapter.ref.key) is adapter:
+            del self.adapters[adapter.ref.key]
+        adapter.base.pins -= 1
+        return True
+
+    def _begin_unload_adapter(self, adapter: AdapterRunner) -> asyncio.Future:
+        """Free the adapter's slot in a task; its base's own timer runs from its last use."""
+        task = self._closing.get(adapter)
+        if task is not None:
+            return task
+        if not self._detach_adapter(adapter):
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        base = adapter.base
+        task = asyncio.get_running_loop().create_task(self._close_adapter(adapter))
+        self._closing[adapter] = task
+        task.add_done_callback(lambda _: self._closing.pop(adapter, None))
+        if base.pins == 0 and base.idle:
+            self._start_timer(base, base.last_used)
+        self._notify()
+        return task
+
+    async def _close_adapter(self, adapter: AdapterRunner) -> None:
+        try:
+            if not adapter.base.unloading:
+                await asyncio.to_thread(adapter.base.instance.remove_adapter, adapter.ref.key)
+        finally:
+            log.info("unloaded adapter %s", adapter.ref.name)
             self._notify()
 
     async def _settle(self) -> None:
@@ -313,6 +437,10 @@ class Residency:
             placement = None if at_cap else place_single(self.inventory, estimate, exclude)
             if placement is not None:
                 return placement
+            adapter = self._idle_adapter_victim(ref.key)
+            if adapter is not None:
+                await self._begin_unload_adapter(adapter)
+                continue
             victim = self._victim(ref.key)
             if victim is None:
                 break
@@ -338,3 +466,8 @@ class Residency:
             return None
         idle = [r for r in candidates if r.idle]
         return min(idle or candidates, key=lambda r: r.last_used)
+
+    def _idle_adapter_victim(self, loading_key: str) -> AdapterRunner | None:
+        """Adapters go before bases: the LRU idle adapter not on the base being loaded."""
+        idle = [a for a in self.adapters.values() if a.idle and a.base.ref.key != loading_key]
+        return min(idle, key=lambda a: a.last_used) if idle else None

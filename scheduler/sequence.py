@@ -45,6 +45,9 @@ class Sequence:
     first_scheduled_ns: int = 0
     first_token_ns: int = 0
     num_preemptions: int = 0
+    lora_key: str | None = None  # the adapter whose deltas apply (None: the plain base)
+    lora_slot: int = -1
+    cache_salt: bytes = b""  # seeds the prefix-cache hash chain (the adapter, when there is one)
     seq_id: int = field(default_factory=lambda: next(_ids))
 
     def __post_init__(self) -> None:

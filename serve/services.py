@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from starlette.concurrency import run_in_threadpool
 
+from registry.adapters import adapter_files, base_model
 from registry.defaults import ensure_default_models
 from registry.model import Model
 from registry.oci import RegistryOptions, ensure_keypair, load_docker_auths, pull_model
@@ -47,11 +48,12 @@ def build_residency(settings: Settings) -> Residency:
                  else DeviceInventory.detect())
     factory = InstanceFactory(InstanceConfig(
         cache_dir=settings.cache_dir, num_parallel=settings.num_parallel,
-        max_queue=settings.max_queue,
+        max_queue=settings.max_queue, max_loras=settings.max_loras,
     ))
     return Residency(inventory, factory.load, factory.estimate, ResidencyConfig(
         default_keep_alive=settings.keep_alive, max_loaded_models=settings.max_loaded_models,
         max_queue=settings.max_queue, default_replicas=settings.replicas,
+        max_loras=settings.max_loras,
     ))
 
 
@@ -110,8 +112,11 @@ class Services:
         return services
 
     def model_ref(self, model: Model) -> ModelRef:
+        """An adapter model's ref names its base, whose loaded runner it shares."""
+        files = adapter_files(model)
+        base = self.model_ref(base_model(model)) if files else None
         return ModelRef(key=model.digest, name=model.display_name, model=model,
-                        replicas=self.settings.replicas)
+                        replicas=self.settings.replicas, base=base, adapter=files or None)
 
     async def acquire(self, model: Model, options: RunnerOptions,
                       keep_alive: float | None) -> Lease:

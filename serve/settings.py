@@ -100,6 +100,7 @@ class Settings:
     max_json_bytes: int = 64 * 1024**2
     devices: str = ""
     replicas: int = 1
+    max_loras: int = 4  # LoRA adapters resident per loaded base model (CORRAL_MAX_LORAS)
     debug: bool = False
     trace: bool = False  # OLLAMA_DEBUG=2: uvicorn's trace log, every ASGI message (redacted)
     # Registries (pull/push): basic credentials per host from CORRAL_REGISTRY_AUTH
@@ -168,6 +169,7 @@ class Settings:
             max_json_bytes=_int(env, "CORRAL_MAX_JSON_BYTES", 64 * 1024**2),
             devices=_var(env, "CORRAL_DEVICES"),
             replicas=max(1, _int(env, "CORRAL_REPLICAS", 1)),
+            max_loras=max(1, _int(env, "CORRAL_MAX_LORAS", 4)),
             debug=_bool(env, "OLLAMA_DEBUG"),
             trace=_int(env, "OLLAMA_DEBUG", 0) >= 2,
             registry_auth=tuple((host, user, pw) for host, (user, pw) in

@@ -1,7 +1,12 @@
-"""What is loaded: `GET /api/ps` (reference §4.8) and Prometheus `GET /metrics`."""
+"""What is loaded: `GET /api/ps` (reference §4.8) and Prometheus `GET /metrics`.
+
+An adapter model is listed beside its base with only its adapter's bytes as its size (and its
+base as `details.parent_model`): the shared base weights are counted once, on the base's entry.
+"""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
@@ -10,21 +15,25 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from registry.create import model_details
+from scheduler.adapters import AdapterRunner, lora_requests_info
 from scheduler.residency import Residency, Runner
 from serve.auth.access import visible
 from serve.responses import json_response
 from serve.wire import go_time
 
 
-def _entry(residency: Residency, runner: Runner) -> dict:
+def _entry(residency: Residency, runner: Runner | AdapterRunner) -> dict:
     model = runner.ref.model
-    instance = runner.instance
-    on_gpu = sum(size for dev, size in runner.placement.allocation.items()
-                 if runner.placement.torch_devices[dev].startswith("cuda"))
+    base = runner.base if isinstance(runner, AdapterRunner) else runner
+    instance = base.instance
+    on_gpu = sum(size for dev, size in base.placement.allocation.items()
+                 if base.placement.torch_devices[dev].startswith("cuda"))
     details = model_details(model)
     details.pop("context_length", None)
     details.pop("embedding_length", None)
-    details["parent_model"] = ""
+    details["parent_model"] = base.ref.name if base is not runner else ""
+    if base is not runner:
+        on_gpu = runner.size if on_gpu else 0
     expires = datetime.fromtimestamp(residency.expires_at(runner), timezone.utc).astimezone()
     return {
         "name": model.display_name,
@@ -35,13 +44,13 @@ def _entry(residency: Residency, runner: Runner) -> dict:
         "expires_at": go_time(expires),
         "size_vram": on_gpu,
         "context_length": instance.context_length,
-        "devices": runner.placement.device_ids,
+        "devices": base.placement.device_ids,
     }
 
 
 async def ps(request: Request) -> Response:
     residency: Residency = request.app.state.services.residency
-    runners = residency.all_runners() if residency else []
+    runners = residency.all_runners() + list(residency.adapters.values()) if residency else []
     entries = [(residency.expires_at(r), _entry(residency, r)) for r in runners]
     entries.sort(key=lambda e: e[0], reverse=True)
     return json_response({"models": visible(request.scope, [e[1] for e in entries])})
@@ -68,6 +77,9 @@ def _metrics(residency: Residency | None) -> bytes:
                    registry=registry)
     used = Gauge("corral_device_memory_reserved_bytes", "Memory placed models hold", ["device"],
                  registry=registry)
+    lora_info = Gauge("vllm:lora_requests_info", "Running stats on lora requests.",
+                      ["model_name", "running_lora_adapters", "waiting_lora_adapters", "max_lora"],
+                      registry=registry)
     for runner in residency.all_runners() if residency else []:
         key = (runner.ref.name, ",".join(runner.placement.device_ids))
         in_use.labels(*key).set(runner.refcount)
@@ -76,6 +88,8 @@ def _metrics(residency: Residency | None) -> bytes:
             stats = engine.stats()
             for field, gauge in gauges.items():
                 gauge.labels(*key).set(getattr(stats, field))
+            if stats.max_loras:
+                lora_info.labels(model_name=runner.ref.name, **lora_requests_info(stats)).set(time.time())
     for device in residency.inventory.devices if residency else []:
         used.labels(device.id).set(residency.inventory.reserved(device.id))
     return generate_latest(registry)

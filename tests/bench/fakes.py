@@ -29,6 +29,7 @@ class FakeState:
     warm_ttft: float = 0.005
     reject_format: bool = False
     loaded: bool = False
+    adapters: set[str] = field(default_factory=set)  # adapter models created, then loaded
     active: int = 0
     seen_prompts: list[str] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
@@ -76,6 +77,8 @@ def build_app(state: FakeState | None = None) -> Starlette:
             state.seen_prompts.clear()
             return JSONResponse({"model": body["model"], "response": "", "done": True, "done_reason": "unload"})
         state.loaded = True
+        if body["model"] in state.adapters:
+            state.adapters.add(body["model"] + "@loaded")
         return JSONResponse({"model": body["model"], "response": "", "done": True, "done_reason": "load",
                              "load_duration": 1_000_000})
 
@@ -123,7 +126,22 @@ def build_app(state: FakeState | None = None) -> Starlette:
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     async def ps(request: Request):
-        return JSONResponse({"models": [{"name": "gemma3:270m", "model": "gemma3:270m"}] if state.loaded else []})
+        if not state.loaded:
+            return JSONResponse({"models": []})
+        adapters = [{"name": m[: -len("@loaded")], "size": 2**20} for m in state.adapters if m.endswith("@loaded")]
+        return JSONResponse({"models": [{"name": "gemma3:270m", "model": "gemma3:270m", "size": 2**30}, *adapters]})
+
+    async def show(request: Request):
+        return JSONResponse({"model_info": {"general.architecture": "llama", "llama.block_count": 1},
+                             "tensors": [{"name": "blk.0.attn_q.weight", "type": "F16", "shape": [8, 16]}]})
+
+    async def blob(request: Request):
+        await request.body()
+        return PlainTextResponse("", status_code=201)
+
+    async def create(request: Request):
+        state.adapters.add((await request.json())["model"])
+        return JSONResponse({"status": "success"})
 
     async def root(request: Request):
         return PlainTextResponse("Ollama is running")
@@ -132,7 +150,8 @@ def build_app(state: FakeState | None = None) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     app = Starlette(routes=[
-        Route("/", root), Route("/health", health), Route("/api/ps", ps),
+        Route("/", root), Route("/health", health), Route("/api/ps", ps), Route("/api/show", show, methods=["POST"]),
+        Route("/api/blobs/{digest}", blob, methods=["POST"]), Route("/api/create", create, methods=["POST"]),
         Route("/api/generate", generate, methods=["POST"]), Route("/api/chat", chat, methods=["POST"]),
         Route("/slow/api/generate", slow, methods=["POST"]), Route("/completion", completion, methods=["POST"]),
     ])

@@ -108,7 +108,8 @@ def test_bench_cli_starts_its_own_corral(tmp_path: Path, monkeypatch: pytest.Mon
     assert code == 0
     data = json.loads((out / "results.json").read_text())
     assert [(p["system"], p["concurrency"], p["errors"]) for p in data["phases"]] == [("corral", 1, 0), ("corral", 2, 0)]
-    assert [s["key"] for s in data["scenarios"]] == ["prefix_cache", "structured", "busy_ttft", "load_time"]
+    assert [s["key"] for s in data["scenarios"]] == ["prefix_cache", "structured", "lora_throughput", "lora_memory",
+                                                     "busy_ttft", "load_time"]
     assert all(s["status"] is None for s in data["scenarios"]), data["scenarios"]
     assert {r["key"]: r["verdict"] for r in data["ratios"]}["load_time"] in ("PASS", "MISS")
     logs = sorted(p.name for p in (out / "logs").iterdir())
