@@ -21,14 +21,27 @@ class LiveServer:
     cache_dir: Path
     process: subprocess.Popen
     log_path: Path
+    env: dict[str, str]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
 
 def start_server(tmp: Path, extra_env: dict[str, str] | None = None, timeout: float = 180) -> LiveServer:
+    """A server whose start-up work is done (/ready 200)."""
+    server = spawn_server(tmp, extra_env)
+    try:
+        wait_ready(server, timeout, api_key=server.env.get("CORRAL_API_KEY", "").split(",")[0].strip())
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def spawn_server(tmp: Path, extra_env: dict[str, str] | None = None) -> LiveServer:
+    """A server process just started: it may not listen yet, nor have its models."""
     port = free_port()
-    models = tmp / "models"
+    models = Path((extra_env or {}).get("OLLAMA_MODELS") or tmp / "models")
     cache = Path((extra_env or {}).get("CORRAL_CACHE") or tmp / "cache")
     env = {
         **os.environ,
@@ -44,13 +57,7 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, timeout: fl
         [sys.executable, "-m", "serve.cli", "serve"], env=env, cwd=Path(__file__).parents[2],
         stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
     )
-    server = LiveServer(f"http://127.0.0.1:{port}", models, cache, proc, log_path)
-    try:
-        wait_ready(server, timeout, api_key=env.get("CORRAL_API_KEY", "").split(",")[0].strip())
-    except BaseException:
-        stop_server(server)
-        raise
-    return server
+    return LiveServer(f"http://127.0.0.1:{port}", models, cache, proc, log_path, env)
 
 
 def ready_status(url: str, api_key: str = "") -> int:
