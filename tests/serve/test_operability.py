@@ -116,3 +116,16 @@ def test_startup_runs_every_step_and_reports_failures(tmp_path):
     assert pulled == ["p1"] and lifecycle.started and lifecycle.pending == []
     assert set(lifecycle.failed) == {"create c1", "preload m1"}
     assert "banana" in lifecycle.failed["preload m1"]
+
+
+def test_a_deleted_model_leaves_the_metrics():
+    from scheduler.stats import RequestStats
+    from serve.metrics import ServerMetrics
+
+    metrics = ServerMetrics()
+    for model in ("kept", "gone"):
+        metrics.request_finished(RequestStats(model, "stop", 3, 2, 3, 0, 0, 0.0, 0.1, 0.2, [0.1]))
+        metrics.model_unloaded(model, "expired")
+    metrics.forget("gone")
+    text = metrics.render().decode()
+    assert 'model_name="kept"' in text and 'model_name="gone"' not in text
