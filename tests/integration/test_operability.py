@@ -239,6 +239,7 @@ def test_access_log_has_one_line_per_request_with_its_id(ops):
 
 @needs_registry
 def test_pull_cut_by_sigterm_resumes_after_restart(ops, tmp_path_factory):
+    """...through CORRAL_PULL at the next start, which then runs CORRAL_CREATE on the result."""
     server, _ = ops
     registry = start_registry(tmp_path_factory.mktemp("ops-registry"))
     proxy = FaultProxy(registry.url)
@@ -277,13 +278,16 @@ def test_pull_cut_by_sigterm_resumes_after_restart(ops, tmp_path_factory):
         assert not (blobs / digest.replace(":", "-")).exists()
 
         faults = proxy.reset()
-        resumed = start_server(tmp_path_factory.mktemp("ops-resume"), {
+        home = tmp_path_factory.mktemp("ops-resume")
+        (home / "Modelfile").write_text(f"FROM {pulled}\nPARAMETER num_ctx 256\n")
+        resumed = start_server(home, {
             "OLLAMA_MODELS": str(cut.models_dir), "CORRAL_NO_DEFAULT_MODELS": "1",
-            "CORRAL_PULL": pulled, "CORRAL_INSECURE_REGISTRIES": proxy.host})
+            "CORRAL_PULL": pulled, "CORRAL_INSECURE_REGISTRIES": proxy.host,
+            "CORRAL_CREATE": f"ops-made={home / 'Modelfile'}"})
         ready = httpx.get(resumed.url + "/ready", timeout=30).json()
         assert ready == {"status": "ready", "failed": {}}, (ready, resumed.log()[-4000:])
         names = [m["name"] for m in httpx.get(resumed.url + "/api/tags", timeout=30).json()["models"]]
-        assert pulled in names, names
+        assert pulled in names and "ops-made:latest" in names, names
         assert "resuming" in resumed.log(), resumed.log()[-4000:]
         assert 0 < faults.blob_bytes[digest] <= size - 1_000_000, (
             f"re-served {faults.blob_bytes[digest]} of {size} bytes after {served_first} before")
