@@ -27,6 +27,7 @@ from scheduler.engine import EngineConfig, LLMEngine
 from scheduler.estimate import ModelShape, estimate_bytes
 from scheduler.placement import Placement
 from scheduler.residency import ModelRef, RunnerOptions
+from scheduler.stats import NO_STATS, StatsListener
 
 log = logging.getLogger("corral.scheduler")
 
@@ -40,6 +41,7 @@ class InstanceConfig:
     max_num_batched_tokens: int = 512
     block_size: int = 16
     max_loras: int = 4  # LoRA slots of each generative engine
+    listener: StatsListener = NO_STATS  # told of every finished request
 
 
 @dataclass(eq=False)
@@ -165,5 +167,5 @@ class InstanceFactory:
             max_queue=self.config.max_queue,
             name=ref.name,
             max_loras=self.config.max_loras,
-        ))
+        ), listener=self.config.listener)
         return ModelInstance(loaded, engine=engine)

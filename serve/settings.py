@@ -50,6 +50,19 @@ def _float(env: dict[str, str], key: str, default: float) -> float:
     return value if value == value and value not in (float("inf"), float("-inf")) else default
 
 
+def _list(env: dict[str, str], key: str) -> list[str]:
+    return [item.strip() for item in _var(env, key).split(",") if item.strip()]
+
+
+def _pairs(env: dict[str, str], key: str) -> tuple[tuple[str, str], ...]:
+    """`a=x,b,c=y` as (name, value) pairs; a missing value is ""."""
+    out = []
+    for item in _list(env, key):
+        name, _, value = item.partition("=")
+        out.append((name.strip(), value.strip()))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class HostAddress:
     scheme: str
@@ -132,6 +145,14 @@ class Settings:
 
     def option_ceilings(self) -> dict[str, int]:
         return {"max_num_ctx": self.max_num_ctx, "max_num_predict": self.max_num_predict}
+    # Start-up work, done after the socket listens; /ready waits for it (issue 9).
+    preload: tuple[tuple[str, str], ...] = ()  # (name, keep_alive as written; "" = default)
+    pull: tuple[str, ...] = ()  # pulled when missing
+    create: tuple[tuple[str, str], ...] = ()  # (name, Modelfile path)
+    insecure_registries: tuple[str, ...] = ()  # host[:port] pulled over http
+    drain_timeout: float = 30.0  # seconds in-flight work may take after SIGTERM
+    stall_timeout: float = 300.0  # seconds one engine step may take before /health fails
+    log_format: str = "text"  # text | json
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -187,5 +208,12 @@ class Settings:
             tls_key=Path(tls_key).expanduser() if tls_key else None,
             max_header_bytes=_int(env, "CORRAL_MAX_HEADER_BYTES", 64 * 1024),
             header_timeout=_float(env, "CORRAL_HEADER_TIMEOUT", 30.0),
+            preload=_pairs(env, "CORRAL_PRELOAD"),
+            pull=tuple(_list(env, "CORRAL_PULL")),
+            create=_pairs(env, "CORRAL_CREATE"),
+            insecure_registries=tuple(_list(env, "CORRAL_INSECURE_REGISTRIES")),
+            drain_timeout=max(0.0, _float(env, "CORRAL_DRAIN_TIMEOUT", 30.0)),
+            stall_timeout=max(1.0, _float(env, "CORRAL_STALL_TIMEOUT", 300.0)),
+            log_format="json" if _var(env, "CORRAL_LOG_FORMAT").lower() == "json" else "text",
         )
 
