@@ -14,14 +14,14 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from registry.errors import APIError
+from serve.access_log import AccessLogMiddleware
 from serve.auth.keys import KeyRing
 from serve.auth.middleware import AccessMiddleware
-from serve.middleware import BodyLimitMiddleware, CORSMiddleware, HostMiddleware
 from serve.drain import DrainMiddleware
+from serve.lifecycle import Lifecycle
+from serve.middleware import BodyLimitMiddleware, CORSMiddleware, HostMiddleware
 from serve.responses import error_response
 from serve.routes import all_routes
-from serve.access_log import AccessLogMiddleware
-from serve.lifecycle import Lifecycle
 from serve.metrics import ServerMetrics
 from serve.services import Services
 from serve.settings import Settings
@@ -91,7 +91,7 @@ def build_app(settings: Settings, services: Services | None = None) -> Starlette
             rate_limit=settings.rate_limit,
             concurrency=settings.concurrency_limit,
         ),
-from serve.drain import DrainMiddleware
+        Middleware(DrainMiddleware, lifecycle=lifecycle),
     ]
     app = Starlette(
         routes=all_routes(),
