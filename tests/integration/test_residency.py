@@ -59,7 +59,9 @@ def test_streams_across_three_models_survive_eviction(small_server):
     seen: list[set[str]] = []
 
     async def watch(stop: asyncio.Event):
-        async with httpx.AsyncClient() as client:
+        # /api/ps answers between engine steps and loads; on a loaded 2-core machine that can
+        # take longer than httpx's 5 s default, which is not what this test is about.
+        async with httpx.AsyncClient(timeout=120) as client:
             while not stop.is_set():
                 models = (await client.get(small_server.url + "/api/ps")).json()["models"]
                 seen.append({m["name"] for m in models})
