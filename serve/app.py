@@ -14,13 +14,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from registry.errors import APIError
-from serve.middleware import APIKeyMiddleware, BodyLimitMiddleware, CORSMiddleware, HostMiddleware
-from serve.drain import DrainMiddleware
-from serve.responses import error_response
-from serve.routes import all_routes
 from serve.access_log import AccessLogMiddleware
+from serve.drain import DrainMiddleware
 from serve.lifecycle import Lifecycle
 from serve.metrics import ServerMetrics
+from serve.middleware import APIKeyMiddleware, BodyLimitMiddleware, CORSMiddleware, HostMiddleware
+from serve.responses import error_response
+from serve.routes import all_routes
 from serve.services import Services
 from serve.settings import Settings
 from serve.startup import StartupWork
