@@ -21,8 +21,8 @@ from serve.drain import DrainMiddleware
 from serve.lifecycle import Lifecycle
 from serve.middleware import BodyLimitMiddleware, CORSMiddleware, HostMiddleware
 from serve.responses import error_response
-from serve.routes import all_routes
 from serve.metrics import ServerMetrics
+from serve.routes import all_routes
 from serve.services import Services
 from serve.settings import Settings
 from serve.startup import StartupWork

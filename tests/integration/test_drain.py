@@ -87,3 +87,29 @@ def test_drain_timeout_ends_streams_with_an_error_line(tmp_path, corral_cache):
         print(f"\ndrain timeout 3 s: exit {time.monotonic() - signalled:.2f} s after SIGTERM")
     finally:
         stop_server(server)
+
+
+def test_a_second_signal_exits_at_once(tmp_path):
+    """An upload stalled mid-body holds the drain; the second SIGTERM ends it with 128+15."""
+    import socket
+    from urllib.parse import urlsplit
+
+    server = start_server(tmp_path, {"CORRAL_NO_DEFAULT_MODELS": "1", "CORRAL_DRAIN_TIMEOUT": "600"})
+    try:
+        parts = urlsplit(server.url)
+        upload = socket.create_connection((parts.hostname, parts.port), timeout=30)
+        upload.sendall(b"POST /api/blobs/sha256:" + b"0" * 64 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       b"Content-Length: 1000000\r\n\r\n" + b"x" * 1000)
+        time.sleep(1.0)  # the request is in flight, waiting for the rest of its body
+        server.process.terminate()
+        assert httpx.get(server.url + "/ready", timeout=30).json()["status"] == "draining"
+        time.sleep(2.0)
+        assert server.process.poll() is None, "the drain did not wait for the upload"
+        signalled = time.monotonic()
+        server.process.terminate()
+        rc = server.process.wait(60)
+        assert rc == 128 + 15, (rc, server.log()[-3000:])
+        print(f"\nsecond SIGTERM: exit {rc} {time.monotonic() - signalled:.2f} s later")
+        upload.close()
+    finally:
+        stop_server(server)

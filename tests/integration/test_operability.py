@@ -231,7 +231,7 @@ def test_access_log_has_one_line_per_request_with_its_id(ops):
     assert 0 < gen["ttft_s"] <= gen["duration_s"], gen
     assert gen["client"].startswith("127.0.0.1:"), gen
     chat = found[f"ops-{tag}-2"][0]
-    assert chat["model"] == GEMMA and chat["tokens_out"] == 3, chat
+    assert chat["model"] == GEMMA and 1 <= chat["tokens_out"] <= 3, chat  # may end early
     assert found[f"ops-{tag}-3"][0]["status"] == 404
     assert found[f"ops-{tag}-3"][0]["route"] == "unmatched"
     assert found[made][0]["route"] == "/api/version"
