@@ -313,8 +313,24 @@ class LLMEngine:
             self._thread.join(timeout)
 
     def _lora_names(self, seqs) -> list[str]:
-        keys = {seq.lora_key for seq in list(seqs) if seq.lora_key is not None}
-        return sorted(self.loras.name_of(k) for k in keys if self.loras.slot_of(k) is not None)
+        """Adapter names among `seqs`, read from another thread than the engine's."""
+        if self.loras is None or not self.loras.keys:
+            return []
+        for _ in range(3):
+            try:
+                keys = {seq.lora_key for seq in tuple(seqs) if seq.lora_key is not None}
+                break
+            except RuntimeError:  # the engine thread changed the deque meanwhile
+                continue
+        else:
+            return []
+        names = []
+        for key in keys:
+            try:
+                names.append(self.loras.name_of(key))
+            except KeyError:  # removed meanwhile
+                pass
+        return sorted(names)
 
     def _bind_lora(self, seq: Sequence, key: str) -> None:
         slot = self.loras.slot_of(key) if self.loras is not None else None
