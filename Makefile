@@ -14,10 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e .
 	touch $@
 
-# The pull/push tests run Debian's OCI registry (installed as root in CI); without it they skip.
+# The pull/push tests run Debian's OCI registry (installed as root; in CI a missing one fails them).
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -e '.[test]'
-	command -v docker-registry >/dev/null || (apt-get update -qq && apt-get install -y -qq docker-registry) || true
+	command -v docker-registry >/dev/null || (apt-get update -qq && apt-get install -y -qq docker-registry)
 	touch $@
 
 install: $(VENV)/.installed
