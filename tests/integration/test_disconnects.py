@@ -70,6 +70,13 @@ def _assert_all_free(server) -> None:
     raise AssertionError(f"leases or KV blocks not returned: {m}")
 
 
+@pytest.fixture(autouse=True)
+def idle(live_server):
+    """Each case starts from no running sequence (one left by an earlier test would be
+    counted here), waiting for it rather than failing on another test's tail."""
+    _wait_running(live_server, 0)
+
+
 # -- a client process killed with SIGKILL ----------------------------------------------------
 
 _CLIENT = r"""
