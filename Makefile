@@ -20,9 +20,16 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	command -v docker-registry >/dev/null || (apt-get update -qq && apt-get install -y -qq docker-registry)
 	touch $@
 
+# ollama-js for tests/integration/test_ollama_js.py: Debian's Node, the npm package from the lock.
+JS_TESTS := tests/clients/js
+$(JS_TESTS)/node_modules/.installed: $(JS_TESTS)/package-lock.json
+	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	cd $(JS_TESTS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test $(JS_TESTS)/node_modules/.installed
 
 serve: install
 	$(VENV)/bin/corral serve

@@ -267,7 +267,8 @@ async def generate(request: Request) -> Response:
         return _with_logprobs(out, replies)
 
     events = _run(turn, lease, prompt_tokens, parser, chunks, final_extra)
-    return await stream_events(events, body.get("stream") is not False, aggregate)
+    return await stream_events(events, body.get("stream") is not False, aggregate,
+                               request.receive)
 
 
 async def chat(request: Request) -> Response:
@@ -330,7 +331,8 @@ async def chat(request: Request) -> Response:
         return _with_logprobs({**replies[-1], "message": message}, replies)
 
     events = _run(turn, lease, prompt_tokens, parser, chunks, lambda ids: {})
-    return await stream_events(events, body.get("stream") is not False, aggregate)
+    return await stream_events(events, body.get("stream") is not False, aggregate,
+                               request.receive)
 
 
 routes = [

@@ -1,5 +1,5 @@
 """OpenAI compatibility: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
-`/v1/models` (reference §12).
+`/v1/models` (reference §12), and `/v1/responses` (stateless, as in Ollama).
 
 Each route rewrites its body into a native request, runs the native handler in-process and
 translates the reply: JSON to JSON, NDJSON to server-sent events ending in `data: [DONE]`,
@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from registry.errors import APIError
 from serve.protocols import openai as oai
+from serve.protocols import responses as resp
 from serve.protocols.native import Handler, NativeReply, call_native, sse_frame, sse_response
 from serve.responses import json_response
 from serve.routes import embed, generate, models
@@ -92,6 +93,37 @@ async def completions(request: Request) -> Response:
     return _stream(reply, lambda event: oai.completion_chunks(cid, event, include_usage))
 
 
+async def responses(request: Request) -> Response:
+    try:
+        data, native = await _translated(request, "ResponsesRequest", resp.RESPONSES_FIELDS,
+                                         resp.from_responses_request)
+    except APIError as err:
+        return openai_error(err.status, err.message)
+    reply = await _run(request, generate.chat, native)
+    if isinstance(reply, Response):
+        return reply
+    envelope = resp.ResponseObject(resp.response_id(), data)
+    if not native["stream"]:
+        return json_response(resp.to_response(envelope, reply.body or {}))
+    events = resp.ResponseStream(envelope)
+
+    async def frames() -> AsyncIterator[bytes]:  # no [DONE]: the stream ends after completed
+        for kind, event in events.start():
+            yield sse_frame(event, kind)
+        async for native_event in reply.events():
+            if "error" in native_event:
+                yield sse_frame({"type": "error", "sequence_number": events.sequence,
+                                 "message": str(native_event["error"]), "code": None,
+                                 "param": None}, "error")
+                return
+            for kind, event in events.feed(native_event):
+                yield sse_frame(event, kind)
+            if native_event.get("done"):
+                break
+
+    return sse_response(frames(), reply)
+
+
 async def embeddings(request: Request) -> Response:
     try:
         data, (native, encoding) = await _translated(request, "EmbedRequest", oai.EMBED_FIELDS,
@@ -123,6 +155,7 @@ routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/responses", responses, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
 ]
