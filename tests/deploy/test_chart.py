@@ -18,6 +18,8 @@ import kubernetes_validate  # noqa: E402
 
 MODELFILE = "FROM gemma3:270m\nPARAMETER temperature 0.2\nSYSTEM You answer in one line.\n"
 
+KEYS_FILE = "keys:\n  - id: team-a\n    sha256: " + "ab" * 32 + "\n    role: infer\n"
+
 VALUE_SETS = {
     "defaults-cpu": {},
     "gpu4-pvc-preload-keys-monitor-keda": {
@@ -34,7 +36,7 @@ VALUE_SETS = {
     },
     "existing-claim-and-secret": {
         "persistence": {"enabled": True, "existingClaim": "ollama-store"},
-        "auth": {"existingSecret": "corral-keys"},
+        "auth": {"existingSecret": "corral-keys", "existingSecretKeys": {"apiKeys": "admin", "keysFile": "keys.yaml"}},
     },
     "everything": {
         "replicaCount": 2,
@@ -44,7 +46,7 @@ VALUE_SETS = {
         "models": {"pull": ["registry.internal:5000/library/m:1"], "insecureRegistries": ["registry.internal:5000"],
                    "registryAuth": {"existingSecret": "regcred", "key": "auth"},
                    "create": [{"name": "helper:latest", "modelfile": MODELFILE}], "preload": ["helper:latest"]},
-        "auth": {"apiKeys": ["k-0123456789abcdef", "k-fedcba9876543210"], "keysFile": "abc123 infer *\n",
+        "auth": {"apiKeys": ["k-0123456789abcdef", "k-fedcba9876543210"], "keysFile": KEYS_FILE,
                  "metricsOpen": False},
         "corral": {"keepAlive": "-1", "numParallel": 32, "maxQueue": 1024, "maxLoadedModels": 4,
                    "contextLength": 8192, "origins": ["https://chat.internal"], "drainTimeout": 120,
@@ -146,7 +148,8 @@ def test_gpu4_set_gives_gpus_volume_models_keys_monitor_and_keda():
     assert env["CORRAL_PULL"] == "qwen3:8b"
     assert env["CORRAL_PRELOAD"] == "qwen3:8b=-1,gemma3:270m"
     assert env["CORRAL_REPLICAS"] == "2"
-    assert env["CORRAL_API_KEY"] == {"secretKeyRef": {"name": "corral-auth", "key": "api-keys", "optional": False}}
+    assert env["CORRAL_API_KEY"] == {"secretKeyRef": {"name": "corral-auth", "key": "api-keys"}}
+    assert "CORRAL_API_KEYS_FILE" not in env
     (pvc,) = kinds["PersistentVolumeClaim"]
     assert pvc["spec"]["resources"]["requests"]["storage"] == "200Gi"
     assert pvc["spec"]["storageClassName"] == "fast"
@@ -180,8 +183,8 @@ def test_existing_claim_and_secret_are_used_not_created():
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "ollama-store"
     assert {"name": "auth", "secret": {"secretName": "corral-keys"}} in pod["volumes"]
     env = env_of(corral_container(docs))
-    assert env["CORRAL_API_KEY"]["secretKeyRef"]["name"] == "corral-keys"
-    assert env["CORRAL_API_KEYS_FILE"] == "/etc/corral/auth/keys-file"
+    assert env["CORRAL_API_KEY"] == {"secretKeyRef": {"name": "corral-keys", "key": "admin"}}
+    assert env["CORRAL_API_KEYS_FILE"] == "/etc/corral/auth/keys.yaml"
 
 
 def test_everything_on_maps_every_setting():

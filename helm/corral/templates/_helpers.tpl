@@ -50,6 +50,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The keys of that Secret holding admin keys and a keys file (empty: not there). */}}
+{{- define "corral.apiKeysKey" -}}
+{{- if .Values.auth.existingSecret -}}
+{{- .Values.auth.existingSecretKeys.apiKeys -}}
+{{- else if .Values.auth.apiKeys -}}
+api-keys
+{{- end -}}
+{{- end -}}
+
+{{- define "corral.keysFileKey" -}}
+{{- if .Values.auth.existingSecret -}}
+{{- .Values.auth.existingSecretKeys.keysFile -}}
+{{- else if .Values.auth.keysFile -}}
+keys-file
+{{- end -}}
+{{- end -}}
+
 {{- define "corral.claimName" -}}
 {{- .Values.persistence.existingClaim | default (printf "%s-models" (include "corral.fullname" .)) -}}
 {{- end -}}
