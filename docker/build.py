@@ -86,6 +86,11 @@ def _overlay_works(root: Path) -> bool:
         shutil.rmtree(probe, ignore_errors=True)
 
 
+def _hard_limit(flag: str) -> int:
+    out = subprocess.run(["sh", "-c", f"ulimit {flag}"], capture_output=True, text=True).stdout.strip()
+    return int(out) if out.isdigit() else 1 << 20
+
+
 def podman_env() -> dict[str, str]:
     """Environment for podman with the project's own storage and engine config (deploy.md §1).
 
@@ -98,11 +103,11 @@ def podman_env() -> dict[str, str]:
     if not driver_file.exists():
         driver_file.write_text("overlay" if _overlay_works(root) else "vfs")
     driver = driver_file.read_text().strip()
-    nofile = min(20000, int(subprocess.run(["sh", "-c", "ulimit -Hn"], capture_output=True,
-                                           text=True).stdout.strip() or 20000))
+    # Ulimits above the host's hard limits fail in runc (rootful podman raises nproc by default).
+    nofile, nproc = min(20000, _hard_limit("-Hn")), min(32768, _hard_limit("-Hu"))
     (root / "containers.conf").write_text(
         "[containers]\n"
-        f'default_ulimits = ["nofile={nofile}:{nofile}"]\n'
+        f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
         "[engine]\n"
         'runtime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
         f'tmp_dir = "{root / "tmp"}"\n'
@@ -228,7 +233,8 @@ def corral_wheel(dest: Path) -> Path:
 
 
 def build_context(online: bool, target: str) -> Path:
-    """.cache/image-context/wheels: requirements.txt, the wheels (offline) and Corral's wheel."""
+    """.cache/image-context/wheels: requirements.txt, the wheels (offline), the install script and
+    Corral's wheel."""
     context = CACHE / "image-context"
     shutil.rmtree(context, ignore_errors=True)
     wheels = context / "wheels"
@@ -244,6 +250,7 @@ def build_context(online: bool, target: str) -> Path:
             os.link(whl, wheels / whl.name)
             lines.append(f"/wheels/{whl.name}")
     (wheels / "requirements.txt").write_text("\n".join(lines) + "\n")
+    shutil.copy2(REPO / "docker" / "install-deps.sh", wheels / "install-deps.sh")
     corral_wheel(wheels / "corral")
     return context
 
