@@ -222,7 +222,7 @@ async def run_corral(cfg: Config, source: PromptSource, results: BenchResults) -
                                num_parallel=max(max(levels), cfg.batch))
         with server:
             log(f"corral: starting on {server.url} (log {server.log_path})")
-            ready = server.wait_ready("/", cfg.start_timeout)
+            ready = server.wait_ready(timeout_s=cfg.start_timeout)
             log(f"corral: up in {ready:.1f} s")
             await _corral_on(server.url, cfg, source, results, levels)
         if not cfg.skip_scenarios:

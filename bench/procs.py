@@ -60,8 +60,11 @@ class ManagedServer:
         except OSError:
             return ""
 
-    def wait_ready(self, path: str = "/", timeout_s: float = 300.0) -> float:
-        """Poll GET `path` until it answers 200; returns the seconds it took."""
+    def wait_ready(self, path: str = "/ready", timeout_s: float = 300.0) -> float:
+        """Poll GET `path` until it answers 200; returns the seconds it took.
+
+        Corral's /ready turns 200 once its start-up work (model imports, preloads) is done; a
+        server without /ready (404) is polled on `/` instead."""
         start = time.perf_counter()
         deadline = start + timeout_s
         with httpx.Client(timeout=5.0, trust_env=False) as client:
@@ -71,7 +74,10 @@ class ManagedServer:
                         f"{self.name} exited with {self.proc.returncode} while starting:\n{self.log_tail()}"
                     )
                 try:
-                    if client.get(self.url + path).status_code == 200:
+                    status = client.get(self.url + path).status_code
+                    if status == 404 and path != "/":
+                        status = client.get(self.url + "/").status_code
+                    if status == 200:
                         return time.perf_counter() - start
                 except httpx.HTTPError:
                     pass

@@ -140,7 +140,7 @@ async def load_time(
         server = corral_server(models_dir=models, cache_dir=cache, log_path=log_dir / f"corral-load-{attempt}.log",
                                num_parallel=num_parallel)
         with server:
-            server.wait_ready("/", start_timeout_s)
+            server.wait_ready(timeout_s=start_timeout_s)
             async with make_client(1) as client:
                 wall, data = await load_model(client, server.url, model, timeout_s=load_timeout_s)
         walls.append(wall)

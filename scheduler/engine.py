@@ -27,6 +27,7 @@ from scheduler.block_manager import BlockManager
 from scheduler.faults import INJECTOR
 from scheduler.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
 from scheduler.sequence import Sequence
+from scheduler.stats import NO_STATS, RequestStats, StatsListener
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,15 @@ class RequestOutput:
     eval_duration: int = 0  # ns
     error: BaseException | None = None
     logprobs: list[Logprobs] = field(default_factory=list)  # for token_ids, when asked for
+
+
+@dataclass
+class EngineHealth:
+    """What liveness needs: is the thread there, and is its current step taking too long."""
+
+    alive: bool
+    error: str | None = None  # why the thread died
+    step_seconds: float = 0.0  # how long the step now running has taken; 0 between steps
 
 
 @dataclass
@@ -160,8 +170,10 @@ class RequestStream:
 
 
 class LLMEngine:
-    def __init__(self, loaded: LoadedModel, config: EngineConfig | None = None, start: bool = True):
+    def __init__(self, loaded: LoadedModel, config: EngineConfig | None = None, start: bool = True,
+                 listener: StatsListener = NO_STATS):
         self.loaded = loaded
+        self.listener = listener
         self.config = cfg = config or EngineConfig()
         self.num_ctx = max(4, min(cfg.num_ctx, loaded.max_context))
         num_blocks = cfg.num_kv_blocks or max(
@@ -185,6 +197,8 @@ class LLMEngine:
         self._ids = itertools.count()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        self._step_started = 0.0  # monotonic start of the step running now; 0 between steps
+        self.died: str | None = None  # why the engine thread died, once it has
         if start:
             self.start()
 
@@ -211,10 +225,13 @@ class LLMEngine:
         """
         if not prompt_token_ids:
             raise APIError(400, "prompt is empty")
+        if self.died is not None:
+            raise APIError(500, f"the engine of {self.config.name} died: {self.died}")
         if self._stopped.is_set():
             raise APIError(500, "model unloaded")
         with self._lock:
             if self._num_pending >= self.config.max_queue:
+                self.listener.queue_rejected(self.config.name or "")
                 raise APIError(503, QUEUE_FULL)
             self._num_pending += 1
         request_id = request_id or f"req-{next(self._ids)}"
@@ -243,6 +260,16 @@ class LLMEngine:
             prefix_cache_query_tokens=bm.prefix_query_tokens,
             num_preemptions=self.scheduler.num_preemptions,
         )
+
+    def health(self) -> EngineHealth:
+        started = self._step_started
+        alive = self._thread is not None and self._thread.is_alive() and self.died is None
+        return EngineHealth(alive=alive, error=self.died,
+                            step_seconds=time.monotonic() - started if started else 0.0)
+
+    def fail_requests(self, error: APIError) -> None:
+        """End every request now with `error` (a drain that ran out of time)."""
+        self._commands.put(("fail", error))
 
     def shutdown(self, timeout: float = 10.0) -> None:
         self._stopped.set()
@@ -273,17 +300,29 @@ class LLMEngine:
         return tokens[:keep] + tokens[keep + discard:]
 
     def _loop(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - the thread dies; say why, end its requests
+            self.died = f"{type(exc).__name__}: {exc}"
+            log.critical("the engine thread of %s died", self.config.name, exc_info=exc)
+            self._fail_all(APIError(500, f"the engine of {self.config.name} died: {exc}"))
+            return
+        self._fail_all(APIError(500, "model unloaded"))
+
+    def _run(self) -> None:
         while not self._stopped.is_set():
             self._drain_commands(block=not self.scheduler.has_work())
             if self._stopped.is_set():
                 break
             if self.scheduler.has_work():
+                self._step_started = time.monotonic()
                 try:
                     self.step()
                 except Exception as exc:  # noqa: BLE001 - fail the requests, keep the engine
                     log.exception("engine step failed")
                     self._fail_all(exc)
-        self._fail_all(APIError(500, "model unloaded"))
+                finally:
+                    self._step_started = 0.0
 
     def _drain_commands(self, block: bool) -> None:
         try:
@@ -297,8 +336,10 @@ class LLMEngine:
             elif cmd == "abort":
                 seq = self._requests.get(arg)
                 if seq is not None:
-                    self._finish(seq, None)
+                    self._finish(seq, "abort")
                     seq.stream.put(RequestOutput(request_id=seq.request_id, finished=True))
+            elif cmd == "fail":
+                self._fail_all(arg)
             try:
                 cmd, arg = self._commands.get_nowait()
             except queue.Empty:
@@ -342,6 +383,9 @@ class LLMEngine:
                 seq.first_token_ns = now
                 with self._lock:
                     self._num_pending -= 1
+            else:
+                seq.inter_token_ns.append(now - seq.last_token_ns)
+            seq.last_token_ns = now
             self._on_token(seq, token, now, lp)
 
     def _on_token(self, seq: Sequence, token: int, now: int, lp: Logprobs | None) -> None:
@@ -382,7 +426,7 @@ class LLMEngine:
             self._finish(seq, reason)
         seq.stream.put(out)
 
-    def _finish(self, seq: Sequence, reason: str | None) -> None:
+    def _finish(self, seq: Sequence, reason: str) -> None:
         if seq.is_finished:
             return
         if seq.first_token_ns == 0:
@@ -390,10 +434,30 @@ class LLMEngine:
                 self._num_pending -= 1
         self.scheduler.finish(seq, reason)
         self._requests.pop(seq.request_id, None)
+        try:
+            self.listener.request_finished(self._request_stats(seq, reason))
+        except Exception:  # noqa: BLE001 - metrics never take a request down
+            log.exception("stats listener failed")
+
+    def _request_stats(self, seq: Sequence, reason: str) -> RequestStats:
+        end = time.perf_counter_ns()
+        return RequestStats(
+            model=self.config.name or "",
+            finished_reason=reason,
+            num_prompt_tokens=seq.num_prompt_tokens,
+            num_generation_tokens=seq.num_output_tokens,
+            num_prefix_query_tokens=seq.num_prefix_query_tokens,
+            num_prefix_hit_tokens=seq.num_cached_prompt_tokens,
+            num_preemptions=seq.num_preemptions,
+            queue_time=(seq.first_scheduled_ns - seq.arrival_ns) / 1e9 if seq.first_scheduled_ns else 0.0,
+            time_to_first_token=(seq.first_token_ns - seq.arrival_ns) / 1e9 if seq.first_token_ns else None,
+            e2e_latency=(end - seq.arrival_ns) / 1e9,
+            inter_token_latencies=[ns / 1e9 for ns in seq.inter_token_ns],
+        )
 
     def _fail_all(self, exc: BaseException) -> None:
         for seq in list(self._requests.values()):
-            self._finish(seq, None)
+            self._finish(seq, "error")
             seq.stream.put(exc)
         while True:
             try:

@@ -25,6 +25,7 @@ from scheduler.engine import EngineConfig, LLMEngine
 from scheduler.estimate import ModelShape, estimate_bytes
 from scheduler.placement import Placement
 from scheduler.residency import ModelRef, RunnerOptions
+from scheduler.stats import NO_STATS, StatsListener
 
 log = logging.getLogger("corral.scheduler")
 
@@ -37,6 +38,7 @@ class InstanceConfig:
     max_queue: int = 512
     max_num_batched_tokens: int = 512
     block_size: int = 16
+    listener: StatsListener = NO_STATS  # told of every finished request
 
 
 @dataclass(eq=False)
@@ -146,5 +148,5 @@ class InstanceFactory:
             num_ctx=options.num_ctx,
             max_queue=self.config.max_queue,
             name=ref.name,
-        ))
+        ), listener=self.config.listener)
         return ModelInstance(loaded, engine=engine)

@@ -24,6 +24,7 @@ from typing import Any, Callable, Protocol
 from registry.errors import APIError
 from scheduler.devices import DeviceInventory
 from scheduler.placement import Placement, place_single, place_split
+from scheduler.stats import NO_STATS, StatsListener
 
 log = logging.getLogger("corral.scheduler")
 
@@ -130,7 +131,9 @@ class Residency:
         config: ResidencyConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        listener: StatsListener = NO_STATS,
     ):
+        self.listener = listener
         self.inventory = inventory
         self.loader = loader
         self.estimator = estimator
@@ -156,6 +159,7 @@ class Residency:
         runner = self._ready_runner(ref, options)
         if runner is None:
             if self._pending >= self.config.max_queue:
+                self.listener.queue_rejected(ref.name)
                 raise APIError(503, QUEUE_FULL)
             self._pending += 1
             try:
@@ -171,7 +175,7 @@ class Residency:
         for runner in runners:
             runner.keep_alive = 0.0
             if runner.idle:
-                await self._unload(runner)
+                await self._unload(runner, "requested")
         return bool(runners)
 
     async def tick(self) -> None:
@@ -179,7 +183,7 @@ class Residency:
         now = self.clock()
         for runner in self.all_runners():
             if runner.idle and runner.deadline is not None and runner.deadline <= now:
-                await self._unload(runner)
+                await self._unload(runner, "expired")
 
     async def run_timers(self, interval: float = 0.25) -> None:
         while True:
@@ -191,7 +195,7 @@ class Residency:
 
     async def shutdown(self) -> None:
         for runner in self.all_runners():
-            self._begin_unload(runner)
+            self._begin_unload(runner, "shutdown")
         await self._settle()
 
     def all_runners(self) -> list[Runner]:
@@ -232,16 +236,17 @@ class Residency:
         runner.last_used = self.clock()
         if runner.refcount == 0:
             if runner.keep_alive <= 0:
-                self._begin_unload(runner)
+                self._begin_unload(runner, "requested")
             elif not math.isinf(runner.keep_alive):
                 runner.deadline = self.clock() + runner.keep_alive
         self._notify()
 
-    def _begin_unload(self, runner: Runner) -> asyncio.Task:
+    def _begin_unload(self, runner: Runner, reason: str) -> asyncio.Task:
         """Detach the runner now (no new leases); free its memory in a task of its own."""
         task = self._closing.get(runner)
         if task is None:
             runner.unloading = True
+            self.listener.model_unloaded(runner.ref.name, reason)
             group = self.runners.get(runner.ref.key, [])
             if runner in group:
                 group.remove(runner)
@@ -253,8 +258,8 @@ class Residency:
             self._notify()
         return task
 
-    async def _unload(self, runner: Runner) -> None:
-        await self._begin_unload(runner)
+    async def _unload(self, runner: Runner, reason: str) -> None:
+        await self._begin_unload(runner, reason)
 
     async def _close(self, runner: Runner) -> None:
         try:
@@ -282,7 +287,7 @@ class Residency:
             # A runner-option change: in-flight requests finish on the old instance first.
             stale.keep_alive = 0.0
             await self._wait_idle(stale)
-            await self._unload(stale)
+            await self._unload(stale, "reload")
         estimate = self.estimator(ref, options)
         loaded: list[Runner] = []
         for _ in range(max(1, ref.replicas or self.config.default_replicas)):
@@ -291,11 +296,13 @@ class Residency:
             if placement is None:
                 break  # fewer replicas than asked: as many as fit on distinct devices
             self.inventory.reserve(placement.allocation)
+            started = time.monotonic()
             try:
                 instance = await asyncio.to_thread(self.loader, ref, options, placement)
             except BaseException:
                 self.inventory.release(placement.allocation)
                 raise
+            self.listener.model_loaded(ref.name, placement.device_ids, time.monotonic() - started)
             runner = Runner(ref, options, instance, placement, self.config.default_keep_alive,
                             last_used=self.clock())
             loaded.append(runner)
@@ -319,7 +326,7 @@ class Residency:
             victim.keep_alive = 0.0
             if not victim.idle:
                 await self._wait_idle(victim)
-            await self._unload(victim)
+            await self._unload(victim, "evicted")
         if not first:
             return None
         placement = place_split(self.inventory, estimate, exclude)

@@ -88,6 +88,7 @@ class Scheduler:
             if seq.num_preemptions == 0 and seq.num_output_tokens == 0:
                 bm.note_prefix_query(seq.num_tokens, len(cached) * bm.block_size)
                 seq.num_cached_prompt_tokens = len(cached) * bm.block_size
+                seq.num_prefix_query_tokens = seq.num_tokens
             self.waiting.popleft()
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)

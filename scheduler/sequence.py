@@ -32,6 +32,7 @@ class Sequence:
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
     num_cached_prompt_tokens: int = 0  # prefix-cache hit at admission
+    num_prefix_query_tokens: int = 0  # tokens looked up in the prefix cache at admission
     status: SequenceStatus = SequenceStatus.WAITING
     block_table: list[int] = field(default_factory=list)
     generator: torch.Generator | None = None
@@ -44,6 +45,9 @@ class Sequence:
     arrival_time: float = field(default_factory=time.monotonic)
     first_scheduled_ns: int = 0
     first_token_ns: int = 0
+    arrival_ns: int = field(default_factory=time.perf_counter_ns)
+    last_token_ns: int = 0
+    inter_token_ns: list[int] = field(default_factory=list)  # gaps between output tokens
     num_preemptions: int = 0
     seq_id: int = field(default_factory=lambda: next(_ids))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import AsyncIterator
@@ -14,10 +15,15 @@ from starlette.responses import PlainTextResponse, Response
 
 from registry.errors import APIError
 from serve.middleware import APIKeyMiddleware, BodyLimitMiddleware, CORSMiddleware, HostMiddleware
+from serve.drain import DrainMiddleware
 from serve.responses import error_response
 from serve.routes import all_routes
+from serve.access_log import AccessLogMiddleware
+from serve.lifecycle import Lifecycle
+from serve.metrics import ServerMetrics
 from serve.services import Services
 from serve.settings import Settings
+from serve.startup import StartupWork
 
 log = logging.getLogger("corral.serve")
 
@@ -44,17 +50,30 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def build_app(settings: Settings, services: Services | None = None) -> Starlette:
     """The ASGI app; `services` is built from `settings` at startup when not given."""
 
+    lifecycle = Lifecycle()
+    metrics = ServerMetrics()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = services is None
-        app.state.services = services or await Services.start(settings)
+        app.state.services = services or await Services.start(settings, metrics)
+        metrics.residency = app.state.services.residency
+        background = [asyncio.create_task(lifecycle.heartbeat())]
+        if owned:  # start-up work runs once uvicorn listens: probes answer meanwhile
+            background.append(asyncio.create_task(StartupWork(app.state.services, lifecycle).run()))
+        else:  # an injected runtime (tests) is ready as given
+            lifecycle.started = True
         try:
             yield
         finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             if owned:
                 await app.state.services.close()
 
     middleware = [
+        Middleware(AccessLogMiddleware, metrics=metrics),
         Middleware(CORSMiddleware, extra_origins=settings.origins),
         Middleware(HostMiddleware, bind_host=settings.host.host),
         Middleware(APIKeyMiddleware, keys=settings.api_keys),
@@ -63,8 +82,9 @@ def build_app(settings: Settings, services: Services | None = None) -> Starlette
             json_limit=settings.max_json_bytes,
             blob_limit=settings.max_body_bytes,
         ),
+        Middleware(DrainMiddleware, lifecycle=lifecycle),
     ]
-    return Starlette(
+    app = Starlette(
         routes=all_routes(),
         middleware=middleware,
         exception_handlers={
@@ -74,3 +94,6 @@ def build_app(settings: Settings, services: Services | None = None) -> Starlette
         },
         lifespan=lifespan,
     )
+    app.state.lifecycle = lifecycle
+    app.state.metrics = metrics
+    return app

@@ -10,7 +10,6 @@ from typing import Any, Callable
 
 from starlette.concurrency import run_in_threadpool
 
-from registry.defaults import ensure_default_models
 from registry.model import Model
 from registry.oci import RegistryOptions, ensure_keypair, load_docker_auths, pull_model
 from registry.store import Store
@@ -18,6 +17,7 @@ from registry.templates import detect_template as detect_named_template
 from scheduler.devices import DeviceInventory
 from scheduler.instances import InstanceConfig, InstanceFactory, ModelInstance
 from scheduler.residency import Lease, ModelRef, Residency, ResidencyConfig, RunnerOptions
+from scheduler.stats import NO_STATS, StatsListener
 from serve.settings import Settings
 from serve.version import CORRAL_VERSION
 
@@ -32,17 +32,17 @@ def detect_template(chat_template: str) -> tuple[str, str, dict[str, Any]] | Non
     return named.name, named.template, named.parameters or {}
 
 
-def build_residency(settings: Settings) -> Residency:
+def build_residency(settings: Settings, listener: StatsListener = NO_STATS) -> Residency:
     inventory = (DeviceInventory.from_spec(settings.devices) if settings.devices
                  else DeviceInventory.detect())
     factory = InstanceFactory(InstanceConfig(
         cache_dir=settings.cache_dir, num_parallel=settings.num_parallel,
-        max_queue=settings.max_queue,
+        max_queue=settings.max_queue, listener=listener,
     ))
     return Residency(inventory, factory.load, factory.estimate, ResidencyConfig(
         default_keep_alive=settings.keep_alive, max_loaded_models=settings.max_loaded_models,
         max_queue=settings.max_queue, default_replicas=settings.replicas,
-    ))
+    ), listener=listener)
 
 
 @dataclass
@@ -71,9 +71,8 @@ class Services:
         )
 
     @classmethod
-    async def start(cls, settings: Settings) -> "Services":
-        from serve.routes.models import validate_template
-
+    async def start(cls, settings: Settings, listener: StatsListener = NO_STATS) -> "Services":
+        """The store and the runtime; importing models is start-up work (serve/startup.py)."""
         store = Store(settings.models_dir)
         if settings.key_path is not None:
             try:
@@ -82,14 +81,8 @@ class Services:
             except OSError as err:
                 log.warning("could not create the key %s: %s", settings.key_path, err)
         await run_in_threadpool(store.housekeeping, settings.noprune)
-        if settings.default_models:
-            created = await run_in_threadpool(
-                ensure_default_models, store,
-                validate_template=validate_template, detect_template=detect_template,
-            )
-            for name in created:
-                log.info("imported embedded model %s", name)
-        services = cls(settings=settings, store=store, residency=build_residency(settings))
+        services = cls(settings=settings, store=store,
+                       residency=build_residency(settings, listener))
         services._timers = asyncio.create_task(services.residency.run_timers())
         return services
 

@@ -41,6 +41,27 @@ def _int(env: dict[str, str], key: str, default: int) -> int:
         return default
 
 
+def _float(env: dict[str, str], key: str, default: float) -> float:
+    raw = _var(env, key)
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        return default
+
+
+def _list(env: dict[str, str], key: str) -> list[str]:
+    return [item.strip() for item in _var(env, key).split(",") if item.strip()]
+
+
+def _pairs(env: dict[str, str], key: str) -> tuple[tuple[str, str], ...]:
+    """`a=x,b,c=y` as (name, value) pairs; a missing value is ""."""
+    out = []
+    for item in _list(env, key):
+        name, _, value = item.partition("=")
+        out.append((name.strip(), value.strip()))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class HostAddress:
     scheme: str
@@ -98,6 +119,14 @@ class Settings:
     registry_auth: tuple[tuple[str, str, str], ...] = ()
     docker_config: Path | None = None
     key_path: Path | None = None
+    # Start-up work, done after the socket listens; /ready waits for it (issue 9).
+    preload: tuple[tuple[str, str], ...] = ()  # (name, keep_alive as written; "" = default)
+    pull: tuple[str, ...] = ()  # pulled when missing
+    create: tuple[tuple[str, str], ...] = ()  # (name, Modelfile path)
+    insecure_registries: tuple[str, ...] = ()  # host[:port] pulled over http
+    drain_timeout: float = 30.0  # seconds in-flight work may take after SIGTERM
+    stall_timeout: float = 300.0  # seconds one engine step may take before /health fails
+    log_format: str = "text"  # text | json
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -130,5 +159,12 @@ class Settings:
                                 parse_credentials_spec(_var(env, "CORRAL_REGISTRY_AUTH")).items()),
             docker_config=(Path(docker).expanduser() if docker else home / ".docker") / "config.json",
             key_path=home / ".ollama" / "id_ed25519",
+            preload=_pairs(env, "CORRAL_PRELOAD"),
+            pull=tuple(_list(env, "CORRAL_PULL")),
+            create=_pairs(env, "CORRAL_CREATE"),
+            insecure_registries=tuple(_list(env, "CORRAL_INSECURE_REGISTRIES")),
+            drain_timeout=max(0.0, _float(env, "CORRAL_DRAIN_TIMEOUT", 30.0)),
+            stall_timeout=max(1.0, _float(env, "CORRAL_STALL_TIMEOUT", 300.0)),
+            log_format="json" if _var(env, "CORRAL_LOG_FORMAT").lower() == "json" else "text",
         )
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from serve.routes import anthropic, basic, blobs, debug, embed, generate, models, openai, running
-from serve.routes import transfer
+from serve.routes import anthropic, basic, blobs, debug, embed, generate, health, models, openai
+from serve.routes import running, transfer
 
 
 def all_routes() -> list[BaseRoute]:
-    return [*basic.routes, *blobs.routes, *models.routes, *generate.routes, *embed.routes,
+    return [*basic.routes, *health.routes, *blobs.routes, *models.routes, *generate.routes, *embed.routes,
             *running.routes, *openai.routes, *anthropic.routes, *transfer.routes, *debug.routes]

@@ -14,12 +14,16 @@ from registry.errors import APIError
 from registry.model import Model, ModelNotFoundError, get_model
 from scheduler.instances import ModelInstance
 from serve import requests as req
+from serve.access_log import access_record
 from serve.options import resolve_options
 from serve.wire import decode_body, model_field
 from serve.responses import json_response
 
 
 async def _model(request: Request, name: str) -> Model:
+    record = access_record(request)
+    if record is not None:
+        record.model = name
     try:
         return await run_in_threadpool(get_model, request.app.state.services.store, name)
     except ModelNotFoundError:
@@ -60,6 +64,9 @@ async def embed(request: Request) -> Response:
         result = await run_in_threadpool(
             _embed, lease.instance, model, texts, truncate=body.get("truncate") is not False,
             dimensions=dims if dims and dims > 0 else None, normalize=True)
+    record = access_record(request)
+    if record is not None:
+        record.tokens_in = result.prompt_eval_count
     return json_response({
         "model": name,
         "embeddings": result.embeddings,

@@ -25,6 +25,7 @@ from registry.model import Model, ModelNotFoundError, get_model
 from registry.names import parse_name
 from scheduler.residency import Lease
 from serve import requests as req
+from serve.access_log import AccessRecord, access_record
 from serve.options import Options, resolve_options
 from serve.prompts import (chat_messages, model_template, native_chat_template, render_chat,
                           render_generate)
@@ -43,6 +44,7 @@ class Turn:
     keep_alive: float | None
     think: bool | str | None
     started: int  # perf_counter_ns at arrival
+    access: AccessRecord | None = None  # the access log's line for this request
 
 
 async def _resolve(request: Request, struct: str, fields: dict, empty_status: int,
@@ -57,6 +59,9 @@ async def _resolve(request: Request, struct: str, fields: dict, empty_status: in
     keep_alive = req.keep_alive(body)
     think = req.think(body)
     store = request.app.state.services.store
+    record = access_record(request)
+    if record is not None:
+        record.model = name
     try:
         model = await run_in_threadpool(get_model, store, name)
     except ModelNotFoundError:
@@ -153,8 +158,11 @@ async def _run(
     # Logprobs ride on the next chunk written: text held back (a stop-string prefix, a tool
     # tag) delays its tokens' logprobs with it.
     pending: list[dict] = []
+    access = turn.access
     try:
         async for out in stream:
+            if access is not None and access.ttft is None:
+                access.ttft = (time.perf_counter_ns() - turn.started) / 1e9
             output_ids += [t for t in out.token_ids if t not in eos]
             if out.logprobs:
                 pending += _wire_logprobs(instance.tokenizer, out.logprobs, eos)
@@ -178,6 +186,8 @@ async def _run(
             last.update(done=True, done_reason=out.done_reason or "stop")
             last.update(final_extra(output_ids))
             last.update(_metrics(out, turn.started, loaded_at))
+            if access is not None:
+                access.tokens_in, access.tokens_out = out.prompt_eval_count, out.eval_count
             yield last
     finally:
         await stream.aclose()
@@ -236,7 +246,7 @@ async def generate(request: Request) -> Response:
     if body.get("_debug_render_only"):
         await lease.release()
         return json_response(_debug_reply(name, text, body.get("images"), response=""))
-    turn = Turn(body, name, model, options, keep_alive, think, started)
+    turn = Turn(body, name, model, options, keep_alive, think, started, access_record(request))
     parser = ChatOutputParser(model_template(model, body.get("template")), None, think, text)
 
     def chunks(delta: ParsedDelta) -> list[dict]:
@@ -291,7 +301,7 @@ async def chat(request: Request) -> Response:
         images = [i for m in messages for i in m.get("images") or []]
         return json_response(_debug_reply(name, text, images,
                                           message={"role": "assistant", "content": ""}))
-    turn = Turn(body, name, model, options, keep_alive, think, started)
+    turn = Turn(body, name, model, options, keep_alive, think, started, access_record(request))
     parser = ChatOutputParser(None if native_chat_template(model) else model_template(model),
                               body.get("tools") or None, think, text)
 

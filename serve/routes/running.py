@@ -1,16 +1,16 @@
-"""What is loaded: `GET /api/ps` (reference §4.8) and Prometheus `GET /metrics`."""
+"""What is loaded: `GET /api/ps` (reference §4.8) and Prometheus `GET /metrics` (serve/metrics.py)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from registry.create import model_details
 from scheduler.residency import Residency, Runner
+from serve.metrics import CONTENT_TYPE
 from serve.responses import json_response
 from serve.wire import go_time
 
@@ -46,43 +46,9 @@ async def ps(request: Request) -> Response:
     return json_response({"models": [e[1] for e in entries]})
 
 
-def _metrics(residency: Residency | None) -> bytes:
-    registry = CollectorRegistry()
-    labels = ["model", "device"]
-    gauges = {
-        "running": Gauge("corral_sequences_running", "Sequences decoding", labels, registry=registry),
-        "waiting": Gauge("corral_sequences_waiting", "Sequences waiting to start", labels,
-                         registry=registry),
-        "free_blocks": Gauge("corral_kv_blocks_free", "Free KV cache blocks", labels,
-                             registry=registry),
-        "total_blocks": Gauge("corral_kv_blocks_total", "KV cache blocks", labels,
-                              registry=registry),
-        "prefix_cache_hit_tokens": Gauge("corral_prefix_cache_hit_tokens",
-                                         "Prompt tokens served from the prefix cache", labels,
-                                         registry=registry),
-        "num_preemptions": Gauge("corral_preemptions", "Sequences preempted for KV room", labels,
-                                 registry=registry),
-    }
-    in_use = Gauge("corral_model_requests_in_flight", "Requests holding the model", labels,
-                   registry=registry)
-    used = Gauge("corral_device_memory_reserved_bytes", "Memory placed models hold", ["device"],
-                 registry=registry)
-    for runner in residency.all_runners() if residency else []:
-        key = (runner.ref.name, ",".join(runner.placement.device_ids))
-        in_use.labels(*key).set(runner.refcount)
-        engine = getattr(runner.instance, "engine", None)
-        if engine is not None:
-            stats = engine.stats()
-            for field, gauge in gauges.items():
-                gauge.labels(*key).set(getattr(stats, field))
-    for device in residency.inventory.devices if residency else []:
-        used.labels(device.id).set(residency.inventory.reserved(device.id))
-    return generate_latest(registry)
-
-
 async def metrics(request: Request) -> Response:
-    body = _metrics(request.app.state.services.residency)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    body = request.app.state.metrics.render()
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 routes = [

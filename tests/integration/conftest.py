@@ -21,14 +21,27 @@ class LiveServer:
     cache_dir: Path
     process: subprocess.Popen
     log_path: Path
+    env: dict[str, str]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
 
 def start_server(tmp: Path, extra_env: dict[str, str] | None = None, timeout: float = 180) -> LiveServer:
+    """A server whose start-up work is done (/ready 200)."""
+    server = spawn_server(tmp, extra_env)
+    try:
+        wait_ready(server, timeout, api_key=server.env.get("CORRAL_API_KEY", "").split(",")[0].strip())
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def spawn_server(tmp: Path, extra_env: dict[str, str] | None = None) -> LiveServer:
+    """A server process just started: it may not listen yet, nor have its models."""
     port = free_port()
-    models = tmp / "models"
+    models = Path((extra_env or {}).get("OLLAMA_MODELS") or tmp / "models")
     cache = Path((extra_env or {}).get("CORRAL_CACHE") or tmp / "cache")
     env = {
         **os.environ,
@@ -44,18 +57,32 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, timeout: fl
         [sys.executable, "-m", "serve.cli", "serve"], env=env, cwd=Path(__file__).parents[2],
         stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
     )
-    server = LiveServer(f"http://127.0.0.1:{port}", models, cache, proc, log_path)
+    return LiveServer(f"http://127.0.0.1:{port}", models, cache, proc, log_path, env)
+
+
+def ready_status(url: str, api_key: str = "") -> int:
+    """/ready's status; a server without /ready (404) answers for `/` instead."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    status = httpx.get(url + "/ready", headers=headers, timeout=5).status_code
+    if status == 404:
+        status = httpx.get(url + "/", timeout=5).status_code
+    return status
+
+
+def wait_ready(server: LiveServer, timeout: float = 180, api_key: str = "") -> None:
+    """Until /ready is 200: start-up work (default models, preloads) runs after the socket
+    listens, so a test that talks to the server earlier may find its models missing."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {server.log()}")
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}: {server.log()}")
         try:
-            if httpx.get(server.url + "/", timeout=1).status_code == 200:
-                return server
+            if ready_status(server.url, api_key) == 200:
+                return
         except httpx.HTTPError:
-            time.sleep(0.2)
-    stop_server(server)
-    raise RuntimeError(f"server did not start: {server.log()}")
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server not ready within {timeout:.0f} s: {server.log()[-4000:]}")
 
 
 def stop_server(server: LiveServer) -> None:

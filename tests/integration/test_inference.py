@@ -170,7 +170,7 @@ def test_32_concurrent_streams_with_disconnects(live_server):
         if _metric(metrics, "corral_kv_blocks_free") == _metric(metrics, "corral_kv_blocks_total"):
             break
         asyncio.run(asyncio.sleep(0.2))
-    assert _metric(metrics, "corral_sequences_running") == 0
+    assert _metric(metrics, "vllm:num_requests_running") == 0
     assert _metric(metrics, "corral_model_requests_in_flight") == 0
     assert _metric(metrics, "corral_kv_blocks_free") == _metric(metrics, "corral_kv_blocks_total")
 

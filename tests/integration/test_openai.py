@@ -143,10 +143,10 @@ def test_stream_disconnect_aborts_the_sequence(client, live_server):
     stream.close()
     for _ in range(100):  # the abort lands within a step or two
         metrics = httpx.get(live_server.url + "/metrics").text
-        if _metric(metrics, "corral_sequences_running") == 0 and \
+        if _metric(metrics, "vllm:num_requests_running") == 0 and \
                 _metric(metrics, "corral_model_requests_in_flight") == 0:
             break
         time.sleep(0.2)
-    assert _metric(metrics, "corral_sequences_running") == 0
+    assert _metric(metrics, "vllm:num_requests_running") == 0
     assert _metric(metrics, "corral_model_requests_in_flight") == 0
     assert _metric(metrics, "corral_kv_blocks_free") == _metric(metrics, "corral_kv_blocks_total")
