@@ -49,12 +49,18 @@ class ServerMetrics(StatsListener):
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
         self.residency: Residency | None = None
+        self._per_model: list = []  # metrics labelled model_name, for `forget`
+
+        def kept(metric, labels: list[str]):
+            if "model_name" in labels:
+                self._per_model.append(metric)
+            return metric
 
         def counter(name: str, doc: str, labels: list[str] = MODEL) -> Counter:
-            return Counter(name, doc, labels, registry=registry)
+            return kept(Counter(name, doc, labels, registry=registry), labels)
 
         def histogram(name: str, doc: str, buckets: list[float], labels: list[str] = MODEL):
-            return Histogram(name, doc, labels, buckets=buckets, registry=registry)
+            return kept(Histogram(name, doc, labels, buckets=buckets, registry=registry), labels)
 
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
         self.generation_tokens = counter("vllm:generation_tokens",
@@ -126,6 +132,11 @@ class ServerMetrics(StatsListener):
 
     def http_request(self, method: str, route: str, status: int) -> None:
         self.http_requests.labels(method, route, str(status)).inc()
+
+    def forget(self, model: str) -> None:
+        """Drop a deleted model's series: a store that churns names must not grow them forever."""
+        for metric in self._per_model:
+            metric.remove_by_labels({"model_name": model})
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

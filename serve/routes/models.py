@@ -106,6 +106,7 @@ async def delete(request: Request) -> Response:
     await run_in_threadpool(delete_model, services.store, name)
     if model is not None:
         await services.unload(model)
+        request.app.state.metrics.forget(model.display_name)
     return empty_ok()
 
 

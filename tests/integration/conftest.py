@@ -40,6 +40,7 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, timeout: fl
 
 def spawn_server(tmp: Path, extra_env: dict[str, str] | None = None) -> LiveServer:
     """A server process just started: it may not listen yet, nor have its models."""
+    tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     models = Path((extra_env or {}).get("OLLAMA_MODELS") or tmp / "models")
     cache = Path((extra_env or {}).get("CORRAL_CACHE") or tmp / "cache")

@@ -233,3 +233,39 @@ def test_full_queue_is_503():
         await busy.release()
         await (await waiting).release()
     run(go())
+
+
+def test_loads_and_unloads_are_reported_with_their_reasons():
+    from scheduler.stats import StatsListener
+
+    class Recorder(StatsListener):
+        def __init__(self):
+            self.events = []
+
+        def model_loaded(self, model, devices, seconds):
+            self.events.append(("loaded", model, tuple(devices), seconds >= 0))
+
+        def model_unloaded(self, model, reason):
+            self.events.append(("unloaded", model, reason))
+
+    async def go():
+        rec, clock = Recorder(), Clock()
+        res = Residency(DeviceInventory.from_spec("cpu:2.5GiB"),
+                        loader=lambda r, o, p: FakeInstance([], r, p),
+                        estimator=lambda r, o: 1 * GiB,
+                        config=ResidencyConfig(default_keep_alive=5, max_loaded_models=2),
+                        clock=clock, listener=rec)
+        for key in ("a", "b"):
+            await (await res.acquire(ref(key), RunnerOptions())).release()
+        await (await res.acquire(ref("c"), RunnerOptions())).release()  # evicts a, the LRU
+        await (await res.acquire(ref("c"), RunnerOptions(num_ctx=8192))).release()  # reload
+        clock.now += 10
+        await res.tick()  # b and c expire
+        return rec.events
+
+    events = run(go())
+    assert [e for e in events if e[0] == "loaded"] == [
+        ("loaded", f"{k}:latest", ("cpu",), True) for k in ("a", "b", "c", "c")]
+    assert [e for e in events if e[0] == "unloaded"] == [
+        ("unloaded", "a:latest", "evicted"), ("unloaded", "c:latest", "reload"),
+        ("unloaded", "b:latest", "expired"), ("unloaded", "c:latest", "expired")]
