@@ -22,7 +22,9 @@ import pytest
 from tests.deploy.chart import by_kind, documents, render
 from tests.deploy.pod import REPO, ChartPod, podman
 
-pytestmark = pytest.mark.slow
+# The first test that needs the image builds it (debootstrap, wheelhouse, podman build: minutes on
+# a fresh clone), inside its own timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 HELPER_MODELFILE = "FROM gemma3:270m\nSYSTEM You are terse.\nPARAMETER num_predict 4\n"
 POD_VALUES = {
@@ -66,12 +68,12 @@ def test_image_config_matches_ollamas(cpu_image):
 def rendered():
     docs = by_kind(documents(render(POD_VALUES)))
     configmaps = {c["metadata"]["name"]: c["data"] for c in docs.get("ConfigMap", [])}
-    return docs["Deployment"][0], configmaps
+    return docs["Deployment"][0], configmaps, docs["Pod"][0]
 
 
 @pytest.fixture(scope="module")
 def pod(cpu_image, rendered, tmp_path_factory):
-    deployment, configmaps = rendered
+    deployment, configmaps, _ = rendered
     chart_pod = ChartPod(deployment, configmaps, tmp_path_factory.mktemp("chart-pod"))
     assert chart_pod.container["image"] == cpu_image["tag"]
     chart_pod.start()
@@ -144,6 +146,20 @@ def test_ollama_cli_inside_the_pod(pod, sidecar_registry):
     _ollama(pod, "pull", remote, "--insecure")
     assert remote in _ollama(pod, "list")
     assert _ollama(pod, "run", remote, "Say hi").strip()
+
+
+def test_the_charts_helm_test_pod_passes(pod, rendered):
+    """`helm test`'s pod, in the chart pod's network namespace (the Service is its port there)."""
+    (container,) = rendered[2]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    env["CORRAL_URL"] = f"http://127.0.0.1:{pod.container['ports'][0]['containerPort']}"
+    args = ["run", "--rm", "--pull=never", "--network", f"container:{pod.name}", "--user", "10001:10001",
+            "--entrypoint", container["command"][0]]
+    for name, value in env.items():
+        args += ["-e", f"{name}={value}"]
+    done = podman(*args, container["image"], *container["command"][1:], *container["args"], check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "version" in done.stdout and "tokens" in done.stdout, done.stdout
 
 
 def test_a_created_model_survives_a_restart_on_the_volume(pod):
