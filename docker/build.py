@@ -257,6 +257,8 @@ def build_context(online: bool, target: str) -> Path:
 
 def build(target: str = "cpu", tag: str = "", base: str = "", online: bool = False) -> str:
     """Build the image for target; returns its tag. Raises BuildError with the output's tail."""
+    if not shutil.which("podman"):
+        raise BuildError("podman is not installed (make install-test installs it: apt-get install podman runc)")
     tag = tag or f"localhost/corral:{target}"
     # The host wheelhouse holds PyTorch's CPU build: the CUDA image always resolves from the index.
     online = online or target == "cuda"
