@@ -273,3 +273,9 @@ def test_chart_readme_values_table_is_generated_from_schema_and_values():
     done = subprocess.run([sys.executable, str(CHART.parent / "values_table.py"), "--check"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_chart_packages(tmp_path):
+    """What `helm package` gives, for a chart repository or `helm push` to an OCI registry."""
+    helm_python.package(str(CHART), destination=str(tmp_path))
+    assert [p.name for p in tmp_path.iterdir()] == ["corral-0.1.0.tgz"]
