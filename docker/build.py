@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
@@ -262,8 +263,11 @@ def build(target: str = "cpu", tag: str = "", base: str = "", online: bool = Fal
     tag = tag or f"localhost/corral:{target}"
     # The host wheelhouse holds PyTorch's CPU build: the CUDA image always resolves from the index.
     online = online or target == "cuda"
-    base = base or ("python:3.11-slim-bookworm" if online else debootstrap_base())
-    context = build_context(online, target)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # debootstrap waits on the Debian mirror, the wheelhouse on the index: both at once.
+        made_base = None if (base or online) else pool.submit(debootstrap_base)
+        context = build_context(online, target)
+        base = base or (made_base.result() if made_base else "python:3.11-slim-bookworm")
     cmd = ["podman", "build", "--format", "docker", "-f", str(DOCKERFILE), "--target", target,
            "--build-arg", f"BASE={base}", "--build-arg", f"OFFLINE={0 if online else 1}",
            "--build-arg", f"TORCH_INDEX={TORCH_INDEX[target]}", "-t", tag]
