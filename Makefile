@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # The CPU build of torch comes first: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install install-test serve test bench clean gpu-wheels gpu-check
+.PHONY: install install-test serve test bench clean image image-cpu gpu-wheels gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,16 +14,21 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e .
 	touch $@
 
-# The pull/push tests run Debian's OCI registry (installed as root; in CI a missing one fails them).
+# System tools the tests run (installed as root in CI; a missing one fails its tests): Debian's
+# OCI registry for pull/push, podman + runc + debootstrap for the image tests (tests/deploy), Node
+# and npm for ollama-js. Each is command:package.
+SYSTEM_TOOLS := docker-registry:docker-registry podman:podman runc:runc debootstrap:debootstrap nsenter:util-linux \
+	node:nodejs npm:npm
+
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -e '.[test]'
-	command -v docker-registry >/dev/null || (apt-get update -qq && apt-get install -y -qq docker-registry)
+	missing="$$(for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done)"; \
+	  [ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 	touch $@
 
-# ollama-js for tests/integration/test_ollama_js.py: Debian's Node, the npm package from the lock.
+# ollama-js for tests/integration/test_ollama_js.py: the npm package from the lock.
 JS_TESTS := tests/clients/js
-$(JS_TESTS)/node_modules/.installed: $(JS_TESTS)/package-lock.json
-	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+$(JS_TESTS)/node_modules/.installed: $(JS_TESTS)/package-lock.json $(VENV)/.installed-test
 	cd $(JS_TESTS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -57,6 +62,14 @@ gpu-wheels:
 # On the GPU machine (device tool: carry .whl, command `make gpu-check`): engine tests on CUDA + bench.
 gpu-check:
 	bash bench/gpu_check.sh
+
+# Images (docker/build.py): the CPU one offline from a debootstrapped Debian and a wheelhouse of this
+# venv's versions; the CUDA one from PyPI and PyTorch's CUDA index. IMAGE_ARGS="--tag ... --base ...".
+image-cpu: install
+	$(PY) docker/build.py --target cpu $(IMAGE_ARGS)
+
+image: install
+	$(PY) docker/build.py --target cuda $(IMAGE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
