@@ -32,7 +32,6 @@ class LoadOptions:
     cache_dir: Path
     device: str = "cpu"
     dtype: torch.dtype | None = None  # None: float32 on CPU, bfloat16 (or float16) on CUDA
-    num_thread: int = 0  # 0: leave torch's default
     # Ollama quantization name recorded at create (Q4_K_M, Q4_0 -> 4-bit NF4; Q8_0 -> 8-bit).
     quantize: str = ""
     # A model split over devices: accelerate's max_memory ({"0": bytes, "1": bytes, "cpu": ...}).
@@ -68,11 +67,6 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     if torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
-
-
-def apply_num_thread(num_thread: int) -> None:
-    if num_thread > 0:
-        torch.set_num_threads(num_thread)
 
 
 def _atomic_dir(final: Path, fill) -> Path:
@@ -192,7 +186,6 @@ def load_pretrained_dir(model_dir: Path, opts: LoadOptions,
                         kind: Literal["causal", "encoder"] = "causal") -> LoadedModel:
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    apply_num_thread(opts.num_thread)
     device = torch.device(opts.device)
     dtype = opts.dtype or default_dtype(device)
     auto = AutoModelForCausalLM if kind == "causal" else AutoModel

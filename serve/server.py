@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import logging
+import os
+import resource
 
+import torch
 import uvicorn
 
 from serve.app import build_app
 from serve.settings import Settings
+
+
+def server_threads() -> int:
+    """torch's intra-op threads for the whole process: one per usable core, less one for the
+    event loop and the engine threads' Python. Set once here; a request's `num_thread` never
+    reaches torch, since the pool is process-wide (every model's) and each new size leaves
+    another OpenMP pool behind."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def raise_fd_limit() -> None:
+    """Every client connection and stream holds a file descriptor; the soft limit (often 1024)
+    would refuse clients long before the hard limit does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def run(settings: Settings) -> None:
@@ -15,6 +34,8 @@ def run(settings: Settings) -> None:
         level=logging.DEBUG if settings.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    torch.set_num_threads(server_threads())
+    raise_fd_limit()
     app = build_app(settings)
     uvicorn.run(
         app,
