@@ -13,6 +13,9 @@ from serve.app import build_app
 from serve.settings import Settings
 
 
+KEEP_ALIVE_S = 65
+
+
 def server_threads() -> int:
     """torch's intra-op threads for the whole process: one per usable core, less one for the
     event loop and the engine threads' Python. Set once here; a request's `num_thread` never
@@ -43,4 +46,8 @@ def run(settings: Settings) -> None:
         port=settings.host.port,
         log_level="debug" if settings.debug else "info",
         timeout_graceful_shutdown=5,
+        # Longer than clients keep idle connections (httpx 5 s, Go 90 s less a margin is the
+        # client's business): with equal timeouts a client reuses a connection just as the
+        # server closes it and the request fails with a reset.
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
