@@ -1,6 +1,7 @@
 """schemathesis (v4) against a live server over Corral's own OpenAPI description.
 
-Bounded and seeded here (`make test`); `make fuzz` sets FUZZ_EXAMPLES for the long form. Zero
+Bounded and seeded here (`make test`: one worker, 20 examples per operation, no coverage
+phase); `make fuzz` runs every phase with FUZZ_EXAMPLES per operation. Zero
 failures of: no 5xx, documented status codes and content types, response schemas (the final
 NDJSON chunk included, an `{"error"}` line failing the stream), negative data rejected, and
 unsupported methods answered 405.
@@ -25,7 +26,7 @@ def schemathesis_run(server_url: str, registry_host: str, out: Path, *, examples
     st = Path(sys.executable).parent / "st"
     argv = [str(st), "run", f"{server_url}/api/openapi.json", "--url", server_url,
             "--checks", CHECKS, "--phases", phases, "--max-examples", str(examples),
-            "--seed", str(seed), "--workers", "2", "--request-timeout", "120",
+            "--seed", str(seed), "--workers", "1", "--request-timeout", "120",
             "--generation-database", "none", "--no-color", "--continue-on-failure",
             "--suppress-health-check", "all",
             "--report", "junit", "--report-dir", str(out)]
@@ -37,8 +38,9 @@ def schemathesis_run(server_url: str, registry_host: str, out: Path, *, examples
 
 @pytest.mark.slow
 def test_schemathesis_finds_nothing(fuzz_server, fuzz_registry, tmp_path):
-    examples = int(os.environ.get("FUZZ_EXAMPLES", 8))
-    phases = os.environ.get("FUZZ_PHASES", "examples,coverage,fuzzing,stateful")
+    examples = int(os.environ.get("FUZZ_EXAMPLES", 20))
+    # the coverage phase (hundreds of boundary cases per operation) is left to `make fuzz`
+    phases = os.environ.get("FUZZ_PHASES", "examples,fuzzing,stateful")
     result = schemathesis_run(fuzz_server.url, fuzz_registry.host, tmp_path,
                               examples=examples, phases=phases)
     output = result.stdout + result.stderr
