@@ -35,7 +35,10 @@ from bench.loadgen import make_client
 from bench.procs import ManagedServer, corral_server
 
 OUT = Path(__file__).parent / "out"
-BASE = "gemma3:270m"
+SOURCE = "gemma3:270m"
+# The served model: gemma3:270m with a template that declares tools, so tool calls can be asked.
+BASE = "soak-base"
+TOOLS_TEMPLATE = Path(__file__).parents[1] / "tests" / "fixtures" / "gemma3_tools.gotmpl"
 SWAP_MODELS = ("soak-a", "soak-b")
 BUCKET_S = 20.0
 
@@ -209,7 +212,7 @@ async def churn_worker(client, url, tally, deadline, registry: str | None) -> No
     while time.monotonic() < deadline:
         made, copied = f"soak-tmp-{i}", f"soak-copy-{i}"
         if await _call(client, tally, "create", "POST", url + "/api/create",
-                       {"model": made, "from": BASE, "system": f"run {i}", "stream": False}):
+                       {"model": made, "from": SOURCE, "system": f"run {i}", "stream": False}):
             await _call(client, tally, "copy", "POST", url + "/api/copy",
                         {"source": made, "destination": copied})
             for name in (made, copied):
@@ -282,7 +285,9 @@ def judge(samples: list[dict], idle: dict, tally: Tally, warmup_s: float,
                         ("hung", tally.hung), ("incomplete streams", tally.incomplete)):
         if items:
             failures.append(f"{len(items)} {name}: " + " | ".join(items[:5]))
-    if idle["kv_free"] != idle["kv_total"]:
+    if idle["kv_total"] == 0:
+        failures.append("no engine loaded at the end: KV blocks could not be checked")
+    elif idle["kv_free"] != idle["kv_total"]:
         failures.append(f"KV blocks not back to full once idle: {idle['kv_free']:.0f} free "
                         f"of {idle['kv_total']:.0f}")
     figures: dict[str, float] = {}
@@ -310,13 +315,16 @@ def judge(samples: list[dict], idle: dict, tally: Tally, warmup_s: float,
 # ---------------------------------------------------------------------------------- running
 
 async def _prepare(client, url: str, registry: str | None) -> None:
+    r = await client.post(url + "/api/create", json={
+        "model": BASE, "from": SOURCE, "template": TOOLS_TEMPLATE.read_text(), "stream": False})
+    r.raise_for_status()
     for name in SWAP_MODELS:
         r = await client.post(url + "/api/create", json={
-            "model": name, "from": BASE, "system": f"You are {name}.", "stream": False})
+            "model": name, "from": SOURCE, "system": f"You are {name}.", "stream": False})
         r.raise_for_status()
     if registry:
         remote = f"{registry}/soak/a:latest"
-        (await client.post(url + "/api/copy", json={"source": BASE,
+        (await client.post(url + "/api/copy", json={"source": SOURCE,
                                                     "destination": remote})).raise_for_status()
         r = await client.post(url + "/api/push", json={"model": remote, "insecure": True,
                                                        "stream": False}, timeout=600)
@@ -347,7 +355,11 @@ async def soak(url: str, pid: int, minutes: float, registry: str | None,
                   churn_worker(client, url, tally, deadline, registry),
                   sampler(client, url, proc, start, deadline, samples, sample_s, tally)]
         await asyncio.gather(*tasks)
-        await asyncio.sleep(5.0)  # let cut streams' aborts and unload timers land
+        # one more request holds the base model loaded, so its KV pool is what idle measures
+        await _call(client, tally, "final", "POST", url + "/api/generate", {
+            "model": BASE, "prompt": "Hi", "stream": False, "keep_alive": "10m",
+            "options": {"num_predict": 2}})
+        await asyncio.sleep(5.0)  # let cut streams' aborts land
         idle = await _wait_idle(client, url, proc, start)
     warmup_s = max(60.0, minutes * 60 / 3)
     failures, figures = judge(samples, idle, tally, warmup_s, bounds_for(minutes))
@@ -412,7 +424,7 @@ def run_with_server(minutes: float, cache_dir: Path | None, registry: str | None
         server = corral_server(
             models_dir=root / "models", cache_dir=cache_dir or root / "cache",
             log_path=OUT / "logs" / "soak-server.log", num_parallel=0,
-            extra_env={"OLLAMA_KEEP_ALIVE": "5m", "CORRAL_DEVICES": "cpu:6GiB",
+            extra_env={"OLLAMA_KEEP_ALIVE": "5m", "CORRAL_DEVICES": "cpu:8GiB",
                        "HOME": str(root / "home")})
         with server:
             server.wait_ready(timeout_s=600)

@@ -221,8 +221,7 @@ def _paths() -> dict[str, Any]:
             "create", "Create a model (structured fields, or a Modelfile string as of old)",
             body="CreateRequest", reply="StatusResponse", stream=True, links={
                 "ShowCreated": _link("show", {"model": created}),
-                "CopyCreated": _link("copy", {"source": created,
-                                              "destination": "$request.body#/model"}),
+                "CopyCreated": _link("copy", {"source": created}),
                 "DeleteCreated": _link("delete", {"model": created})})},
         "/api/copy": {"post": _op("copy", "Copy a model", body="CopyRequest", links={
             "DeleteCopy": _link("delete", {"model": "$request.body#/destination"})})},

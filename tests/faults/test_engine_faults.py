@@ -1,7 +1,7 @@
 """An exception inside a forward step, and a load at 4x the KV capacity, on the real model.
 
 The KV pool holds 4 x num_ctx tokens (num_parallel unset), so 16 concurrent requests of about
-num_ctx tokens each are 4x what fits: the scheduler queues and preempts by recompute, and each
+num_ctx tokens each (two 16-token blocks of 32) are 4x what fits: the scheduler queues and preempts by recompute, and each
 request must still give exactly the text it gives alone (greedy).
 """
 
@@ -19,10 +19,11 @@ from tests.faults.conftest import metric, wait_kv_full
 pytestmark = pytest.mark.slow
 
 MODEL = "gemma3:270m"
-OPTIONS = {"num_ctx": 64, "temperature": 0, "num_predict": 44}
+OPTIONS = {"num_ctx": 32, "temperature": 0}
+NUM_PREDICT = 18  # with the ~10-token prompts, under num_ctx: no context shift
 
 
-def complete(url: str, prompt: str, num_predict: int = 44) -> str:
+def complete(url: str, prompt: str, num_predict: int = NUM_PREDICT) -> str:
     r = httpx.post(url + "/api/generate", timeout=600, json={
         "model": MODEL, "prompt": prompt, "raw": True, "stream": False,
         "options": {**OPTIONS, "num_predict": num_predict}})

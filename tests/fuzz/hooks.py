@@ -6,7 +6,8 @@
   right type, so a negative case stays negative. Half the inference cases (chosen by a hash of
   the body, so a seed replays) name a real model with a tiny `num_predict`; load-time options and
   keep_alive are dropped there so the fuzzer doesn't spend its time reloading models.
-- Mutating routes reach only the temporary store and the loopback registry in FUZZ_REGISTRY.
+- Mutating routes reach only the temporary store and the loopback registry in FUZZ_REGISTRY,
+  and never delete or overwrite the embedded models.
 """
 
 from __future__ import annotations
@@ -76,12 +77,28 @@ def _registry_name(value: str) -> str:
     return f"{registry}/fuzz/{tail}:latest"
 
 
+def _protected(name: str) -> bool:
+    """The embedded models the other cases use: never deleted or overwritten by the fuzzer."""
+    short = name.lower().removeprefix("registry.ollama.ai/").removeprefix("library/")
+    return short.split(":")[0] in ("gemma3", "all-minilm")
+
+
+def _spare_base_models(body: dict, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if isinstance(body.get(key), str) and _protected(body[key]):
+            body[key] = "fuzz-" + body[key]
+
+
 @schemathesis.hook
 def map_case(ctx: Any, case: Any) -> Any:
     body = case.body
     if not isinstance(body, dict):
         return case
     path = case.operation.path
+    if path in ("/api/create", "/api/delete"):
+        _spare_base_models(body, ("model", "name"))
+    elif path == "/api/copy":
+        _spare_base_models(body, ("destination",))
     if path in ("/api/generate", "/api/chat"):
         _steer_inference(body, GENERATIVE)
     elif path in ("/api/embed", "/api/embeddings"):
