@@ -25,7 +25,7 @@ from serve.options import resolve_options, typed_options
 from serve.requests import GENERATE_FIELDS
 from serve.wire import decode_body
 
-SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                     suppress_health_check=list(HealthCheck))
 
 json_values = st.recursive(
