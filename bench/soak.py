@@ -9,8 +9,10 @@ Every few seconds: RSS, threads, open fds, KV blocks free/total, running and wai
 
 Pass: no 5xx, no other error, no hung request, every uncut stream complete, KV blocks back to
 full once idle, and no upward trend after warm-up. A trend is a Theil–Sen slope (median of
-pairwise slopes, robust to the steps of model loads) over the minima of 20 s buckets (a leak
-raises the floor; a model resident for a while doesn't: the swap worker leaves ~10 s gaps). Short runs on a loaded 2-core
+pairwise slopes, robust to outliers) over the minima of 20 s buckets (a leak raises the floor).
+Memory is taken at "quiet" windows instead, one median per window: the 10 s after each swap
+model has unloaded, with neither loaded or loading, so every point is the same state and a leak
+across evict/reload shows as a rising level instead of hiding in the 1.7 GB steps of the loads. Short runs on a loaded 2-core
 machine measure allocator noise, so their bounds are wide but far below a real leak (the one
 found before grew 585 MiB/min and 3.8 threads/min); 20 minutes and more get strict bounds.
 """
@@ -195,8 +197,23 @@ async def _call(client, tally: Tally, kind: str, method: str, url: str, body: di
     return True
 
 
-async def swap_worker(client, url, tally, deadline) -> None:
-    """Alternate two models with a short keep_alive: each request loads, each idle unloads."""
+async def _swap_models_gone(client, url: str, timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            loaded = {m["name"] for m in (await client.get(url + "/api/ps")).json()["models"]}
+        except (httpx.HTTPError, ValueError, KeyError):
+            loaded = set()
+        if not loaded & {f"{m}:latest" for m in SWAP_MODELS}:
+            return True
+        await asyncio.sleep(1.0)
+    return False
+
+
+async def swap_worker(client, url, tally, deadline, quiet: dict) -> None:
+    """Alternate two models with a short keep_alive: each request loads, each idle unloads.
+    Between swaps, once neither is loaded, `quiet` is on for 10 s: memory measured then is the
+    same state every time, so a leak across evict/reload shows as a rising quiet level."""
     i = 0
     while time.monotonic() < deadline:
         model = SWAP_MODELS[i % 2]
@@ -204,7 +221,10 @@ async def swap_worker(client, url, tally, deadline) -> None:
             "model": model, "prompt": "Hi", "stream": False, "keep_alive": "1s",
             "options": {"num_predict": 4, "temperature": 0}})
         i += 1
-        await asyncio.sleep(10.0)  # a gap with neither loaded in every 20 s bucket
+        if await _swap_models_gone(client, url):
+            quiet["on"] = True
+            await asyncio.sleep(10.0)
+            quiet["on"] = False
 
 
 async def churn_worker(client, url, tally, deadline, registry: str | None) -> None:
@@ -235,7 +255,8 @@ def _metric_sum(text: str, name: str) -> float:
                if line.startswith(name + "{"))
 
 
-async def sample(client, url: str, proc: psutil.Process, start: float) -> dict[str, float]:
+async def sample(client, url: str, proc: psutil.Process, start: float,
+                 quiet: dict | None = None) -> dict[str, float]:
     mem = proc.memory_info().rss / 2**20
     metrics = (await client.get(url + "/metrics")).text
     return {
@@ -245,14 +266,15 @@ async def sample(client, url: str, proc: psutil.Process, start: float) -> dict[s
         "kv_total": _metric_sum(metrics, "corral_kv_blocks_total"),
         "running": _metric_sum(metrics, "corral_sequences_running"),
         "waiting": _metric_sum(metrics, "corral_sequences_waiting"),
+        "quiet": 1.0 if quiet and quiet["on"] else 0.0,
     }
 
 
 async def sampler(client, url, proc, start, deadline, samples: list, every_s: float,
-                  tally: Tally) -> None:
+                  tally: Tally, quiet: dict) -> None:
     while time.monotonic() < deadline:
         try:
-            samples.append(await sample(client, url, proc, start))
+            samples.append(await sample(client, url, proc, start, quiet))
         except httpx.HTTPError as err:
             tally.errors.append(f"metrics: {type(err).__name__}: {err}")
         await asyncio.sleep(every_s)
@@ -278,6 +300,20 @@ def bucket_minima(samples: list[dict], key: str, since: float) -> list[tuple[flo
     return out
 
 
+def quiet_levels(samples: list[dict], key: str, since: float) -> list[tuple[float, float]]:
+    """One point per quiet window (consecutive quiet samples): its median, at its mid-time."""
+    windows: list[list[dict]] = []
+    for s in samples:
+        if s["t"] < since or not s.get("quiet"):
+            continue
+        if windows and s["t"] - windows[-1][-1]["t"] <= 5.0:
+            windows[-1].append(s)
+        else:
+            windows.append([s])
+    return [(statistics.mean(x["t"] for x in w) / 60.0, statistics.median(x[key] for x in w))
+            for w in windows]
+
+
 def judge(samples: list[dict], idle: dict, tally: Tally, warmup_s: float,
           bounds: Bounds) -> tuple[list[str], dict[str, float]]:
     failures: list[str] = []
@@ -294,11 +330,13 @@ def judge(samples: list[dict], idle: dict, tally: Tally, warmup_s: float,
     for key, bound, growth in (("rss_mib", bounds.rss_mib_per_min, None),
                                ("threads", bounds.threads_per_min, bounds.threads_growth),
                                ("fds", bounds.fds_per_min, bounds.fds_growth)):
-        minima = bucket_minima(samples, key, warmup_s)
+        # memory at the quiet windows where the run has at least two of them, else bucket floors
+        levels = quiet_levels(samples, key, warmup_s) if key == "rss_mib" else []
+        minima = levels if len(levels) >= 2 else bucket_minima(samples, key, warmup_s)
         slope = theil_sen(minima)
         figures[f"{key}_slope_per_min"] = slope
-        if len(minima) < 4:
-            failures.append(f"{key}: only {len(minima)} buckets after warm-up; run longer")
+        if len(minima) < 2:
+            failures.append(f"{key}: only {len(minima)} points after warm-up; run longer")
         elif slope > bound:
             failures.append(f"{key} trend {slope:+.2f}/min after warm-up exceeds {bound}/min; "
                             f"bucket minima (min, value): {[(round(t, 2), v) for t, v in minima]}")
@@ -351,9 +389,10 @@ async def soak(url: str, pid: int, minutes: float, registry: str | None,
         start = time.monotonic()
         deadline = start + minutes * 60
         tasks = [inference_worker(client, url, tally, deadline, seed) for seed in range(workers)]
-        tasks += [swap_worker(client, url, tally, deadline),
+        quiet = {"on": False}
+        tasks += [swap_worker(client, url, tally, deadline, quiet),
                   churn_worker(client, url, tally, deadline, registry),
-                  sampler(client, url, proc, start, deadline, samples, sample_s, tally)]
+                  sampler(client, url, proc, start, deadline, samples, sample_s, tally, quiet)]
         await asyncio.gather(*tasks)
         # one more request holds the base model loaded, so its KV pool is what idle measures
         await _call(client, tally, "final", "POST", url + "/api/generate", {

@@ -22,8 +22,8 @@ def series(minutes: float, rss_per_min: float, threads_per_min: float = 0.0, *,
     for i in range(int(minutes * 30)):
         t = i * 2.0
         resident = 1700.0 if load_steps and (t + phase) % 22 < 12 else 0.0
-        out.append({"t": t, "rss_mib": 3000 + rss_per_min * t / 60 + rng.gauss(0, noise_mib)
-                    + resident, "threads": 60 + int(threads_per_min * t / 60) + rng.randint(0, 6),
+        out.append({"t": t, "quiet": float(load_steps and not resident),
+                    "rss_mib": 3000 + rss_per_min * t / 60 + rng.gauss(0, noise_mib) + resident, "threads": 60 + int(threads_per_min * t / 60) + rng.randint(0, 6),
                     "fds": 40 + rng.randint(0, 4), "kv_free": 64.0, "kv_total": 64.0})
     return out
 
