@@ -59,9 +59,24 @@ def _kind_schema(kind: str) -> Schema:
     return dict(simple.get(kind, {}))
 
 
+def _nullable(schema: Schema) -> Schema:
+    """Go decodes JSON null into any field as its zero value: null is always accepted."""
+    if "$ref" in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    kind = schema.get("type")
+    if kind is None:
+        return schema
+    out = dict(schema)
+    out["type"] = [*(kind if isinstance(kind, list) else [kind]), "null"]
+    if "enum" in out:
+        out["enum"] = [*out["enum"], None]
+    return out
+
+
 def _body(fields: Mapping[str, str], required: tuple[str, ...] = (), **refined: Schema) -> Schema:
     props = {name: refined.get(name, _kind_schema(kind)) for name, kind in fields.items()
              if not name.startswith("_")}
+    props = {name: s if name in required else _nullable(s) for name, s in props.items()}
     schema: Schema = {"type": "object", "properties": props}
     if required:
         schema["required"] = list(required)
@@ -74,12 +89,12 @@ MODEL_NAME: Schema = {"type": "string", "minLength": 1, "description": "model:ta
 def _options_schema() -> Schema:
     props: dict[str, Schema] = {}
     for key in INT_OPTIONS:
-        props[key] = {"type": "integer"}
+        props[key] = {"type": ["integer", "null"]}
     for key in FLOAT_OPTIONS:
-        props[key] = {"type": "number"}
+        props[key] = {"type": ["number", "null"]}
     for key in BOOL_OPTIONS:
-        props[key] = {"type": "boolean"}
-    props["stop"] = {"type": "array", "items": {"type": "string"}}
+        props[key] = {"type": ["boolean", "null"]}
+    props["stop"] = {"type": ["array", "null"], "items": {"type": "string"}}
     for key in (*IGNORED_OPTIONS, *LEGACY_OPTIONS):
         props[key] = {"description": "accepted and ignored"}
     props["num_thread"]["description"] = "checked, then ignored: the server owns its threads"

@@ -107,7 +107,7 @@ def map_case(ctx: Any, case: Any) -> Any:
         for key in ("model", "name"):
             if isinstance(body.get(key), str) and body[key]:
                 body[key] = _registry_name(body[key])
-        if "insecure" not in body or isinstance(body["insecure"], bool):
+        if body.get("insecure") is None or isinstance(body["insecure"], bool):
             body["insecure"] = True  # the loopback registry speaks http
     elif path == "/api/create" and isinstance(body.get("from"), str):
         body["from"] = GENERATIVE  # never a pull from a public registry

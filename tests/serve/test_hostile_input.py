@@ -91,3 +91,19 @@ def test_every_405_carries_allow(app_client, method, path, allow):
     assert r.status_code == 405
     assert r.text == "405 method not allowed"
     assert set(r.headers["allow"].split(", ")) == set(allow.split(", "))
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/show", {"model": "m", "options": {"use_mmap": "yes"}}),
+    ("/api/embed", {"model": "m", "input": [], "options": {"top_p": "x"}}),
+    ("/api/embeddings", {"model": "m", "prompt": "", "options": {"top_p": "x"}}),
+])
+def test_options_are_checked_even_where_nothing_runs(app_client, path, body):
+    # schemathesis found these accepted: an empty input or a show never reached the options
+    r = app_client.post(path, json=body)
+    assert r.status_code == 400 and r.json()["error"].startswith("option "), r.text
+
+
+def test_null_fields_are_accepted_as_go_does(app_client):
+    r = app_client.request("DELETE", "/api/delete", json={"model": "nope", "name": None})
+    assert r.status_code == 404, r.text
