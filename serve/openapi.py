@@ -88,8 +88,8 @@ MODEL_NAME: Schema = {"type": "string", "minLength": 1, "description": "model:ta
 
 def _options_schema() -> Schema:
     props: dict[str, Schema] = {}
-    for key in INT_OPTIONS:
-        props[key] = {"type": ["integer", "null"]}
+    for key in INT_OPTIONS:  # Ollama decodes options as float64s: 2.5 is accepted, truncated
+        props[key] = {"type": ["number", "null"]}
     for key in FLOAT_OPTIONS:
         props[key] = {"type": ["number", "null"]}
     for key in BOOL_OPTIONS:

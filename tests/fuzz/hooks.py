@@ -49,7 +49,7 @@ def _valid_int(value: Any) -> bool:
 
 
 def _steer_inference(body: dict, model: str) -> None:
-    if isinstance(body.get("model"), str) and _picked(body):
+    if isinstance(body.get("model"), str) and body["model"] and _picked(body):
         body["model"] = model
         if isinstance(body.get("keep_alive"), (str, int, float)) and not isinstance(
                 body["keep_alive"], bool):
