@@ -60,8 +60,10 @@ def _steer_inference(body: dict, model: str) -> None:
     if not isinstance(options, dict):
         return
     if body.get("model") == model:
-        for key in RUNNER_OPTIONS:
-            if isinstance(options.get(key), (int, float, bool)):
+        for key in RUNNER_OPTIONS:  # only well-typed values: a wrong type must stay wrong
+            value = options.get(key)
+            if isinstance(value, bool) if key == "use_mmap" else (
+                    isinstance(value, (int, float)) and not isinstance(value, bool)):
                 options.pop(key)
     # Any model the fuzzer itself created generates too: always a few tokens, never num_ctx's
     # worth on a CPU.
