@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # The CPU build of torch comes first: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install install-test serve test bench clean image image-cpu gpu-wheels gpu-check
+.PHONY: install install-test serve test bench fuzz soak clean image image-cpu gpu-wheels gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,17 @@ image-cpu: install
 
 image: install
 	$(PY) docker/build.py --target cuda $(IMAGE_ARGS)
+
+# The long forms of what `make test` runs bounded: schemathesis with every phase and many
+# examples per operation, and a 30-minute soak (`make soak SOAK_MINUTES=N`).
+FUZZ_EXAMPLES ?= 100
+fuzz: install-test
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_PHASES=examples,coverage,fuzzing,stateful FUZZ_TIMEOUT=7200 \
+		$(PY) -m pytest tests/fuzz -o timeout=7500 $(PYTEST_ARGS)
+
+SOAK_MINUTES ?= 30
+soak: install-test
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

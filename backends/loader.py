@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -20,6 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import SafetensorError
+
+from registry.errors import APIError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,6 @@ class LoadOptions:
     cache_dir: Path
     device: str = "cpu"
     dtype: torch.dtype | None = None  # None: float32 on CPU, bfloat16 (or float16) on CUDA
-    num_thread: int = 0  # 0: leave torch's default
     # Ollama quantization name recorded at create (Q4_K_M, Q4_0 -> 4-bit NF4; Q8_0 -> 8-bit).
     quantize: str = ""
     # A model split over devices: accelerate's max_memory ({"0": bytes, "1": bytes, "cpu": ...}).
@@ -68,11 +71,6 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     if torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
-
-
-def apply_num_thread(num_thread: int) -> None:
-    if num_thread > 0:
-        torch.set_num_threads(num_thread)
 
 
 def _atomic_dir(final: Path, fill) -> Path:
@@ -116,11 +114,33 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def converted_dir(gguf_path: Path, digest: str, cache_dir: Path) -> Path:
-    """The safetensors directory for a GGUF blob, converting it the first time."""
+def verify_blob(path: Path, digest: str) -> None:
+    """A blob whose bytes don't hash to its name was corrupted at rest: say so, rather than
+    fail somewhere inside the GGUF reader. Digests that aren't a full sha256 aren't checked."""
+    want = digest.replace("-", ":", 1).lower()
+    if re.fullmatch(r"[0-9a-f]{64}", want):  # the store's callers pass the bare hex
+        want = "sha256:" + want
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", want):
+        return
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    got = "sha256:" + sha.hexdigest()
+    if got != want:
+        raise APIError(500, f"model blob {want} is corrupted (its content hashes to {got}); "
+                            "pull or create the model again")
+
+
+def converted_dir(gguf_path: Path, digest: str, cache_dir: Path, rebuild: bool = False) -> Path:
+    """The safetensors directory for a GGUF blob, converting it the first time (or again when
+    `rebuild`: the cached one failed to load)."""
     final = Path(cache_dir) / "converted" / digest.replace(":", "-")
+    if rebuild:
+        shutil.rmtree(final, ignore_errors=True)
     if (final / "config.json").is_file():
         return final
+    verify_blob(Path(gguf_path), digest)
     log.info("converting %s to safetensors in %s", gguf_path, final)
     return _atomic_dir(final, lambda tmp: convert_gguf(Path(gguf_path), tmp))
 
@@ -192,7 +212,6 @@ def load_pretrained_dir(model_dir: Path, opts: LoadOptions,
                         kind: Literal["causal", "encoder"] = "causal") -> LoadedModel:
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    apply_num_thread(opts.num_thread)
     device = torch.device(opts.device)
     dtype = opts.dtype or default_dtype(device)
     auto = AutoModelForCausalLM if kind == "causal" else AutoModel
@@ -211,8 +230,16 @@ def load_pretrained_dir(model_dir: Path, opts: LoadOptions,
 
 
 def load_gguf(gguf_path: Path, digest: str, opts: LoadOptions) -> LoadedModel:
-    """A causal LM from a GGUF blob, through the safetensors conversion cache."""
-    return load_pretrained_dir(converted_dir(Path(gguf_path), digest, opts.cache_dir), opts)
+    """A causal LM from a GGUF blob, through the safetensors conversion cache. A cache entry
+    that doesn't load (truncated, flipped bytes, half-deleted) is derived data: rebuilt once."""
+    directory = converted_dir(Path(gguf_path), digest, opts.cache_dir)
+    try:
+        return load_pretrained_dir(directory, opts)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        log.warning("converted cache %s does not load (%s: %s); converting again",
+                    directory, type(err).__name__, err)
+    directory = converted_dir(Path(gguf_path), digest, opts.cache_dir, rebuild=True)
+    return load_pretrained_dir(directory, opts)
 
 
 def load_safetensors(files: Mapping[str, Path], opts: LoadOptions,

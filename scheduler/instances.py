@@ -57,6 +57,13 @@ class ModelInstance:
         return self.loaded.tokenizer
 
     @property
+    def vocab_size(self) -> int:
+        """Rows of the input embedding: the token ids this model accepts."""
+        config = self.loaded.config
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        return int(text.vocab_size)
+
+    @property
     def context_length(self) -> int:
         return self.engine.num_ctx if self.engine else self.loaded.max_context
 
@@ -115,9 +122,13 @@ class InstanceFactory:
     def __init__(self, config: InstanceConfig):
         self.config = config
 
-    def _kv_tokens(self, options: RunnerOptions) -> int:
+    def _kv_tokens(self, model: Any, options: RunnerOptions) -> int:
+        """The pool for num_ctx tokens per slot; num_ctx past the model's trained context is
+        clamped (the engine clamps it too), so a client's huge num_ctx can't size the pool."""
         slots = self.config.num_parallel or self.config.kv_slots
-        return options.num_ctx * max(1, slots)
+        trained = model.metadata.context_length if model.metadata is not None else 0
+        num_ctx = min(options.num_ctx, trained) if trained > 0 else options.num_ctx
+        return num_ctx * max(1, slots)
 
     def estimate(self, ref: ModelRef, options: RunnerOptions) -> int:
         meta = ref.model.metadata
@@ -129,7 +140,7 @@ class InstanceFactory:
         quantize = ref.model.config.quantize.upper()
         weights = ("int8" if quantize.startswith("Q8") else "nf4") if quantize else dtype
         encoder = _is_encoder(ref.model)
-        kv_tokens = 0 if encoder else self._kv_tokens(options)
+        kv_tokens = 0 if encoder else self._kv_tokens(ref.model, options)
         max_seqs = 1 if encoder else max(16, self.config.num_parallel)
         return estimate_bytes(shape, weights, kv_tokens, dtype_bytes,
                               self.config.max_num_batched_tokens, max_seqs)
@@ -138,7 +149,7 @@ class InstanceFactory:
         model = ref.model
         opts = LoadOptions(
             cache_dir=self.config.cache_dir, device=placement.primary,
-            num_thread=options.num_thread, quantize=model.config.quantize,
+            quantize=model.config.quantize,
             max_memory=placement.max_memory() if placement.is_split else None,
         )
         if _is_encoder(model):
@@ -155,7 +166,7 @@ class InstanceFactory:
         else:
             loaded = load_gguf(model.weights_path, model.manifest.layers_of(
                 "application/vnd.ollama.image.model")[0].digest.split(":")[1], opts)
-        kv_bytes = self._kv_tokens(options) * ModelShape.from_kv(
+        kv_bytes = self._kv_tokens(ref.model, options) * ModelShape.from_kv(
             model.metadata.architecture, model.metadata.kv, 0
         ).kv_bytes_per_token(loaded.model.dtype.itemsize) if model.metadata else 1 << 28
         engine = LLMEngine(loaded, EngineConfig(

@@ -45,14 +45,13 @@ class RunnerOptions:
     num_batch: int = 512
     num_gpu: int = -1
     main_gpu: int | None = None
-    num_thread: int = 0
     use_mmap: bool | None = None
 
     def needs_reload(self, other: "RunnerOptions") -> bool:
         if self.num_gpu >= 0 and other.num_gpu >= 0 and self.num_gpu != other.num_gpu:
             return True
-        return (self.num_ctx, self.num_batch, self.main_gpu, self.num_thread, self.use_mmap) != (
-            other.num_ctx, other.num_batch, other.main_gpu, other.num_thread, other.use_mmap)
+        return (self.num_ctx, self.num_batch, self.main_gpu, self.use_mmap) != (
+            other.num_ctx, other.num_batch, other.main_gpu, other.use_mmap)
 
 
 class Instance(Protocol):

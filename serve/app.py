@@ -35,7 +35,8 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return PlainTextResponse("404 page not found", status_code=404)
     if exc.status_code == 405:
-        return PlainTextResponse("405 method not allowed", status_code=405)
+        # Starlette's router names the route's methods in the exception's Allow header.
+        return PlainTextResponse("405 method not allowed", status_code=405, headers=exc.headers)
     return error_response(exc.status_code, str(exc.detail))
 
 

@@ -31,7 +31,7 @@ def parse_go_duration(text: str) -> float:
     """Seconds for a Go duration string; raises DurationError like `time.ParseDuration`."""
     s = text
     sign = 1.0
-    if s[:1] in "+-":
+    if s and s[0] in "+-":
         sign = -1.0 if s[0] == "-" else 1.0
         s = s[1:]
     if s == "0":

@@ -2,12 +2,16 @@
 
 Precedence is Ollama's: defaults, then the model's params layer, then the request's `options`
 (for `num_ctx`: request, model PARAMETER, OLLAMA_CONTEXT_LENGTH). Unknown keys are ignored; a
-wrong type is an error that Ollama reports as HTTP 500 (reference §2.6, surprise 12).
+wrong type is an error that Ollama reports as HTTP 500 (reference §2.6, surprise 12); Corral
+answers 400 with the same text, on purpose: a 5xx tells operators the server is broken and makes
+clients retry a request that can never succeed. Integers must fit Go's int64, as they must to
+decode in Ollama at all; `num_thread` is checked and then ignored (the server owns the threads).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -40,24 +44,32 @@ class Options:
     num_keep: int = 4
 
 
+INT64 = 2**63
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _typed(key: str, value: Any) -> Any:
     if key in INT_OPTIONS:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if _number(value) and -INT64 <= value < INT64:
             return int(value)
-        raise APIError(500, f'option "{key}" must be of type integer')
+        raise APIError(400, f'option "{key}" must be of type integer')
     if key in FLOAT_OPTIONS:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if _number(value) and abs(value) <= FLOAT32_MAX:
             return float(value)
-        raise APIError(500, f'option "{key}" must be of type float32')
+        raise APIError(400, f'option "{key}" must be of type float32')
     if key in BOOL_OPTIONS:
         if isinstance(value, bool):
             return value
-        raise APIError(500, f'option "{key}" must be of type boolean')
+        raise APIError(400, f'option "{key}" must be of type boolean')
     if key == "stop":
         if not isinstance(value, list):
-            raise APIError(500, f'option "{key}" must be of type array')
+            raise APIError(400, f'option "{key}" must be of type array')
         if not all(isinstance(v, str) for v in value):
-            raise APIError(500, f'option "{key}" must be of an array of strings')
+            raise APIError(400, f'option "{key}" must be of an array of strings')
         return list(value)
     return None
 
@@ -115,7 +127,6 @@ def resolve_options(
         num_batch=merged.get("num_batch", 512),
         num_gpu=merged.get("num_gpu", -1),
         main_gpu=merged.get("main_gpu"),
-        num_thread=merged.get("num_thread", 0),
         use_mmap=merged.get("use_mmap"),
     )
     return Options(runner=runner, sampling=sampling, num_keep=merged.get("num_keep", 4))

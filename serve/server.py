@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 
+import torch
 import uvicorn
 
 from serve import logs
@@ -15,10 +17,31 @@ from serve.settings import Settings
 from serve.transport import protocol
 
 
+KEEP_ALIVE_S = 65
+
+
+def server_threads() -> int:
+    """torch's intra-op threads for the whole process: one per usable core, less one for the
+    event loop and the engine threads' Python. Set once here; a request's `num_thread` never
+    reaches torch, since the pool is process-wide (every model's) and each new size leaves
+    another OpenMP pool behind."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def raise_fd_limit() -> None:
+    """Every client connection and stream holds a file descriptor; the soft limit (often 1024)
+    would refuse clients long before the hard limit does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run(settings: Settings) -> None:
     redact.install()  # before any handler exists: every record of every logger is redacted
     redact.add_secrets([*settings.api_keys, *(pw for _, _, pw in settings.registry_auth)])
     logs.configure(settings.log_format, settings.debug)
+    torch.set_num_threads(server_threads())
+    raise_fd_limit()
     app = build_app(settings)
     tls = {}
     if settings.tls_cert or settings.tls_key:
@@ -34,6 +57,10 @@ def run(settings: Settings) -> None:
         timeout_graceful_shutdown=5,
         http=protocol(settings.header_timeout),
         h11_max_incomplete_event_size=settings.max_header_bytes,
+        # Longer than clients keep idle connections (httpx 5 s, Go 90 s less a margin is the
+        # client's business): with equal timeouts a client reuses a connection just as the
+        # server closes it and the request fails with a reset.
+        timeout_keep_alive=KEEP_ALIVE_S,
         **tls,
     )
     server = DrainingServer(config, app, settings.drain_timeout)

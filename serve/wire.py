@@ -9,11 +9,14 @@ kinds; handlers get a plain dict whose present fields have the declared types.
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from registry.errors import APIError
 from registry.gofmt import go_json
+
+INT64 = 2**63
 
 # Field kinds and the Go type Ollama declares for them (used in type-mismatch messages).
 GO_TYPES = {
@@ -91,7 +94,7 @@ def _check(value: Any, kind: str) -> bool:
     return True  # raw, input, any
 
 
-def go_syntax_error(body: bytes, err: json.JSONDecodeError) -> str:
+def go_syntax_error(err: json.JSONDecodeError) -> str:
     """An approximation of Go's json.SyntaxError text for a malformed body."""
     if err.pos >= len(err.doc) or err.msg.startswith("Unterminated string"):
         return "unexpected EOF"
@@ -109,16 +112,48 @@ def go_syntax_error(body: bytes, err: json.JSONDecodeError) -> str:
     return f"invalid character {char!r} in string literal"
 
 
+class _NotGoJSON(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are Python's extension; Go's decoder stops at their first letter.
+    raise _NotGoJSON(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: Go's float64 can't hold it either
+        raise _NotGoJSON(f"json: cannot unmarshal number {text} into Go value of type float64")
+    return value
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not -INT64 <= value < INT64:
+        raise _NotGoJSON(f"json: cannot unmarshal number {text} into Go value of type int64")
+    return value
+
+
+def loads(body: bytes | str) -> Any:
+    """JSON as Go's encoding/json accepts it: no NaN/Infinity, numbers within float64/int64.
+    Raises APIError(400) with Go's text."""
+    try:
+        return json.loads(body, parse_constant=_no_constant, parse_float=_finite_float,
+                          parse_int=_int64)
+    except _NotGoJSON as err:
+        raise APIError(400, str(err)) from None
+    except json.JSONDecodeError as err:
+        raise APIError(400, go_syntax_error(err)) from None
+    except (UnicodeDecodeError, RecursionError):
+        raise APIError(400, "invalid character in request body") from None
+
+
 def decode_body(body: bytes, struct: str, fields: Mapping[str, str]) -> dict[str, Any]:
     """Parse a request body as Go's ShouldBindJSON would into `struct` with `fields` kinds."""
     if not body.strip():
         raise APIError(400, "missing request body")
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError as err:
-        raise APIError(400, go_syntax_error(body, err)) from None
-    except UnicodeDecodeError:
-        raise APIError(400, "invalid character in request body") from None
+    data = loads(body)
     if not isinstance(data, dict):
         raise APIError(
             400, f"json: cannot unmarshal {json_kind(data)} into Go value of type api.{struct}"

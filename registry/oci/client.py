@@ -56,6 +56,12 @@ class RegistryError(APIError):
         super().__init__(500, message)
         self.status_code = status_code
 
+    def before_stream(self) -> APIError:
+        """The error as a reply before the first progress line: the registry's 401/404 is the
+        client's problem (a missing model, no access), so it keeps that status."""
+        status = self.status_code if self.status_code in (401, 403, 404) else 500
+        return APIError(status, self.message)
+
 
 def base_url(name: ModelName, options: RegistryOptions) -> str:
     """`https://<host>`; `insecure` forces http; an explicit `http://` needs `insecure`."""
@@ -63,7 +69,7 @@ def base_url(name: ModelName, options: RegistryOptions) -> str:
     if options.insecure:
         scheme = "http"
     elif scheme == "http":
-        raise RegistryError(ERR_INSECURE)
+        raise APIError(400, ERR_INSECURE)
     return f"{scheme}://{name.host}"
 
 

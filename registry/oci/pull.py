@@ -43,16 +43,23 @@ def fetch_manifest(client: RegistryClient, tag: str) -> tuple[bytes, Manifest]:
 
 
 def pull_model(store: Store, raw_name: str, options: RegistryOptions) -> Iterator[Progress]:
-    """Validate the name now (400 `invalid model name`), then return the progress generator."""
+    """Check the name (400 `invalid model name`), the scheme (400 `insecure protocol http`) and
+    fetch the manifest (404 for a missing model) now, so these fail as a status before the
+    stream starts; then return the progress generator."""
     name = store.canonical(parse_name(raw_name))
-    base_url(name, options)  # `insecure protocol http` before any progress, as Ollama
-    return _pull(store, name, options)
+    base_url(name, options)
+    with RegistryClient(name, options) as client:
+        try:
+            raw, manifest = fetch_manifest(client, name.tag)
+        except RegistryError as err:
+            raise err.before_stream() from None
+    return _pull(store, name, options, raw, manifest)
 
 
-def _pull(store: Store, name, options: RegistryOptions) -> Iterator[Progress]:
+def _pull(store: Store, name, options: RegistryOptions, raw: bytes,
+          manifest: Manifest) -> Iterator[Progress]:
     yield status("pulling manifest")
     with RegistryClient(name, options) as client:
-        raw, manifest = fetch_manifest(client, name.tag)
         mismatches: list[DigestMismatch] = []
         for layer in manifest.all_layers():
             yield from _pull_layer(store, client, layer, mismatches)

@@ -15,16 +15,18 @@ from registry.store import Store
 
 
 def push_model(store: Store, raw_name: str, options: RegistryOptions) -> Iterator[Progress]:
-    """Validate the name now (400 `invalid model name`), then return the progress generator."""
-    return _push(store, parse_name(raw_name), options)
-
-
-def _push(store: Store, name: ModelName, options: RegistryOptions) -> Iterator[Progress]:
-    yield status("retrieving manifest")
+    """Check the name, the scheme and that the model exists now (400/404 before the stream),
+    then return the progress generator."""
+    name = parse_name(raw_name)
     base_url(name, options)
     resolved = store.resolve(name)
     if resolved is None:
         raise APIError(404, f"model '{name.display_shortest()}' not found")
+    return _push(store, resolved, options)
+
+
+def _push(store: Store, resolved: ModelName, options: RegistryOptions) -> Iterator[Progress]:
+    yield status("retrieving manifest")
     data = store.read_manifest_bytes(resolved)
     manifest = Manifest.from_bytes(data)
     with RegistryClient(resolved, options) as client:

@@ -15,7 +15,7 @@ from registry.model import Model, ModelNotFoundError, get_model
 from scheduler.instances import ModelInstance
 from serve import requests as req
 from serve.access_log import access_record
-from serve.options import resolve_options
+from serve.options import resolve_options, typed_options
 from serve.wire import decode_body, model_field
 from serve.responses import json_response
 
@@ -41,6 +41,7 @@ async def embed(request: Request) -> Response:
     started = time.perf_counter_ns()
     services = request.app.state.services
     body = decode_body(await request.body(), "EmbedRequest", req.EMBED_FIELDS)
+    typed_options(body.get("options"))  # wrong types are 400s even when nothing is embedded
     name = model_field(body)
     if not name:
         raise APIError(404, "model '' not found")
@@ -80,6 +81,7 @@ async def embed(request: Request) -> Response:
 async def embeddings(request: Request) -> Response:
     services = request.app.state.services
     body = decode_body(await request.body(), "EmbeddingRequest", req.EMBEDDINGS_FIELDS)
+    typed_options(body.get("options"))
     name = model_field(body)
     if not name:
         raise APIError(400, "model is required")

@@ -69,6 +69,14 @@ async def _resolve(request: Request, struct: str, fields: dict, empty_status: in
     return body, name, model, keep_alive, think
 
 
+def _check_context(context: list[int], vocab_size: int) -> None:
+    """A token id the embedding has no row for would fail the whole engine step, and with it
+    every request batched alongside; refuse it here, before it joins a batch."""
+    bad = next((t for t in context if not 0 <= t < vocab_size), None)
+    if bad is not None:
+        raise APIError(400, f"context token {bad} is outside the vocabulary (0..{vocab_size - 1})")
+
+
 def parse_name_valid(name: str) -> bool:
     try:
         return parse_name(name).is_valid()
@@ -240,6 +248,7 @@ async def generate(request: Request) -> Response:
             model, prompt=prompt, suffix=body.get("suffix") or "", system=body.get("system"),
             template=body.get("template"), use_model_messages=not body.get("context"), think=think)
         context = body.get("context") or []
+        _check_context(context, lease.instance.vocab_size)
         prompt_tokens = list(context) + tokenizer.encode(text, add_special_tokens=not context)
     except BaseException:
         await lease.release()

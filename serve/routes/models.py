@@ -18,6 +18,7 @@ from registry.model import get_model
 from registry.show import show_model
 from serve.auth.access import require_model, visible
 from serve.responses import empty_ok, json_response, stream_events
+from serve.options import typed_options
 from serve.wire import decode_body, model_field
 
 SHOW_FIELDS = {"model": "string", "name": "string", "verbose": "bool", "system": "string",
@@ -56,6 +57,7 @@ async def tags(request: Request) -> Response:
 
 async def show(request: Request) -> Response:
     body = await _body(request, "ShowRequest", SHOW_FIELDS)
+    typed_options(body.get("options"))
     name = model_field(body)
     if not name:
         raise APIError(400, "model is required")

@@ -112,3 +112,52 @@ def test_minilm_encoder_loads_from_blob_mapping(minilm_dir, tmp_path):
     with torch.inference_mode():
         hidden = lm.model(**batch).last_hidden_state
     assert hidden.shape[-1] == lm.config.hidden_size == 384
+
+
+def test_a_corrupted_converted_cache_is_rebuilt_once(tmp_path, monkeypatch):
+    from backends import loader
+    from safetensors import SafetensorError
+
+    blob = tmp_path / "blob.gguf"
+    blob.write_bytes(b"gguf")
+    cached = tmp_path / "converted" / "sha256-abc"
+    cached.mkdir(parents=True)
+    (cached / "config.json").write_text("{}")
+    (cached / "model.safetensors").write_bytes(b"\x00garbage")
+    conversions, loads = [], []
+
+    def convert(path, out):
+        conversions.append(path)
+        (out / "config.json").write_text('{"rebuilt": true}')
+
+    def load(directory, opts):
+        loads.append((directory / "config.json").read_text())
+        if "rebuilt" not in loads[-1]:
+            raise SafetensorError("Error while deserializing header: HeaderTooSmall")
+        return "loaded"
+
+    monkeypatch.setattr(loader, "convert_gguf", convert)
+    monkeypatch.setattr(loader, "load_pretrained_dir", load)
+    assert load_gguf(blob, "sha256:abc", LoadOptions(cache_dir=tmp_path)) == "loaded"
+    assert len(conversions) == 1 and len(loads) == 2
+    assert not (cached / "model.safetensors").exists()
+
+
+def test_a_corrupted_blob_is_a_clear_error(tmp_path, monkeypatch):
+    import hashlib
+
+    import pytest
+
+    from backends import loader
+    from registry.errors import APIError
+
+    good = b"GGUF weights"
+    digest = "sha256:" + hashlib.sha256(good).hexdigest()
+    blob = tmp_path / "blob.gguf"
+    blob.write_bytes(b"GGUF wEights")  # one flipped byte
+    monkeypatch.setattr(loader, "convert_gguf", lambda *a: pytest.fail("converted a bad blob"))
+    for name in (digest, digest[7:]):  # with the prefix, and the bare hex the store passes
+        with pytest.raises(APIError) as err:
+            load_gguf(blob, name, LoadOptions(cache_dir=tmp_path))
+        assert f"model blob {digest} is corrupted" in err.value.message
+    assert not (tmp_path / "converted" / digest.replace(":", "-")).exists()

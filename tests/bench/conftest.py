@@ -51,3 +51,13 @@ def fake_url(fake_state) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def fuzz_registry_for_soak(tmp_path_factory):
+    """A loopback registry the soak pushes to once and pulls from again and again."""
+    from tests.registry.test_oci_helpers import start_registry
+
+    registry = start_registry(tmp_path_factory.mktemp("soak-registry"))
+    yield registry
+    registry.stop()

@@ -147,11 +147,18 @@ def test_pull_and_push_errors(published, registry, fresh):
     assert err.value.error == "pull model manifest: file does not exist"
     with pytest.raises(ollama.ResponseError) as err:
         client.pull(missing, insecure=True)
+    # a missing model and http without `insecure` are the client's errors, before the stream
     assert (err.value.status_code, err.value.error) == (
-        500, "pull model manifest: file does not exist")
+        404, "pull model manifest: file does not exist")
     with pytest.raises(ollama.ResponseError) as err:
         client.pull(f"http://{registry.host}/library/pp-made:latest")
-    assert (err.value.status_code, err.value.error) == (500, "insecure protocol http")
+    assert (err.value.status_code, err.value.error) == (400, "insecure protocol http")
+    for path, body in (("pull", {"model": missing, "insecure": True}),
+                       ("push", {"model": f"{registry.host}/library/never-made:x",
+                                 "insecure": True}),
+                       ("push", {"model": f"http://{registry.host}/library/pp-made:latest"})):
+        r = httpx.post(f"{fresh.url}/api/{path}", json=body)
+        assert r.status_code in (400, 404) and "x-ndjson" not in r.headers["content-type"], r.text
 
     for body, status, text in (
         ({"model": ""}, 400, "invalid model name"),
@@ -171,12 +178,11 @@ def test_pull_and_push_errors(published, registry, fresh):
 
 def test_create_pulls_a_missing_from_model(registry, fresh):
     client = ollama.Client(host=fresh.url)
-    events: list[str] = []
-    with pytest.raises(ollama.ResponseError):
-        for r in client.create(model="pp-derived", from_=f"{registry.host}/library/absent:v9",
-                               stream=True):
-            events.append(r.status)
-    assert events[:1] == ["pulling manifest"]  # create went to the registry for it
+    with pytest.raises(ollama.ResponseError) as err:
+        list(client.create(model="pp-derived", from_=f"{registry.host}/library/absent:v9",
+                           stream=True))
+    # create went to the registry for it, which had no such manifest
+    assert err.value.error == "pull model manifest: file does not exist"
 
 
 def test_basic_auth_registry(published, auth_registry, fresh, live_server):

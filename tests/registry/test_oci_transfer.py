@@ -198,11 +198,10 @@ def test_missing_tag_is_ollamas_error(registry, pushed, tmp_path):
     name, _, _ = pushed
     dst = Store(tmp_path / "dst")
     for missing in (name.rsplit(":", 1)[0] + ":nope", f"{registry.host}/library/absent:latest"):
-        gen = pull_model(dst, missing, options())
-        assert next(gen) == {"status": "pulling manifest"}
-        with pytest.raises(APIError) as err:
-            next(gen)
-        assert err.value.message == "pull model manifest: file does not exist"
+        with pytest.raises(APIError) as err:  # before any progress: a 404 status, no stream
+            pull_model(dst, missing, options())
+        assert (err.value.status, err.value.message) == (
+            404, "pull model manifest: file does not exist")
     assert not dst.list_names()
 
 

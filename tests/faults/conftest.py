@@ -1,0 +1,37 @@
+"""A live server with the fault route mounted (CORRAL_DEBUG_FAULTS=1)."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def fault_server(tmp_path_factory: pytest.TempPathFactory, corral_cache: Path):
+    server = start_server(tmp_path_factory.mktemp("faults"), {
+        "CORRAL_CACHE": str(corral_cache), "CORRAL_DEBUG_FAULTS": "1",
+        "OLLAMA_KEEP_ALIVE": "-1"})
+    yield server
+    stop_server(server)
+
+
+def metric(url: str, name: str, model: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=30).text
+    m = re.search(rf'^{name}{{[^}}]*model="{re.escape(model)}"[^}}]*}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else float("nan")
+
+
+def wait_kv_full(url: str, model: str, timeout_s: float = 60) -> tuple[float, float]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        free = metric(url, "corral_kv_blocks_free", model)
+        total = metric(url, "corral_kv_blocks_total", model)
+        if free == total or time.monotonic() > deadline:
+            return free, total
+        time.sleep(0.5)
