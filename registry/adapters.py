@@ -108,20 +108,21 @@ def peft_shapes(files: dict[str, Path]) -> dict[str, AdapterShape]:
         if name.endswith(".safetensors"):
             header = safetensors_header(Path(path))
             shapes.update({k: v["shape"] for k, v in header.items() if k != "__metadata__"})
-    out = {}
-    for module, p in _pairs(shapes, peft_module).items():
-        (r, n_in), (n_out, r_b) = p["A"], p["B"]
-        if r != r_b:
-            raise APIError(400, f"invalid adapter: {module} has rank {r} in A but {r_b} in B")
-        out[module] = AdapterShape(n_in, n_out, r)
-    return out
+    # PEFT stores A as [r, in] and B as [out, r]: GGUF's order reversed.
+    pairs = _pairs(shapes, peft_module)
+    return _adapter_shapes({m: {k: dims[::-1] for k, dims in p.items()} for m, p in pairs.items()})
 
 
 def gguf_shapes(meta: ModelMetadata) -> dict[str, AdapterShape]:
     """GGUF base tensor name (`blk.0.attn_q`) -> shape; GGUF dims are [in, r] and [r, out]."""
     dims = {t["name"]: list(t["shape"]) for t in meta.tensors}
+    return _adapter_shapes(_pairs(dims, gguf_module))
+
+
+def _adapter_shapes(pairs: dict[str, dict[str, list[int]]]) -> dict[str, AdapterShape]:
+    """Module -> shape from A as [in, r] and B as [r, out]; the two ranks must agree."""
     out = {}
-    for module, p in _pairs(dims, gguf_module).items():
+    for module, p in pairs.items():
         (n_in, r), (r_b, n_out) = p["A"], p["B"]
         if r != r_b:
             raise APIError(400, f"invalid adapter: {module} has rank {r} in A but {r_b} in B")
