@@ -28,6 +28,7 @@ from registry.names import ModelName, is_valid_part
 
 _DIGEST_RE = re.compile(r"^sha256[:-][0-9a-fA-F]{64}$")
 _BLOB_FILE_RE = re.compile(r"^sha256-[0-9a-fA-F]{64}$")
+_PARTIAL_FILE_RE = re.compile(r"^sha256-[0-9a-fA-F]{64}-partial(-\d+(\.tmp)?)?$")  # pull data + parts
 _LEGACY_BLOB_FILE_RE = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
 _PART_KINDS = ("host", "namespace", "model", "tag")
 PRUNE_AGE_S = 3600.0
@@ -328,7 +329,8 @@ class Store:
 
     def housekeeping(self, noprune: bool = False, now: float | None = None) -> None:
         """Startup chores: rename legacy `sha256:` blob files; unless noprune, delete
-        unreferenced blobs and stale temp files older than an hour, and empty manifest dirs."""
+        unreferenced blobs, temp files and pull partials untouched for an hour (a later pull
+        resumes a fresher partial), and empty manifest dirs."""
         if not self.blobs_dir.is_dir():
             return
         for entry in os.listdir(self.blobs_dir):
@@ -346,7 +348,7 @@ class Store:
             refs = self.referenced_digests()
             for entry in os.listdir(self.blobs_dir):
                 path = self.blobs_dir / entry
-                stale = entry.startswith(".tmp-") or (
+                stale = entry.startswith(".tmp-") or _PARTIAL_FILE_RE.match(entry) or (
                     _BLOB_FILE_RE.match(entry) and entry.replace("-", ":", 1) not in refs
                 )
                 with contextlib.suppress(OSError):

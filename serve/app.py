@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from registry.errors import APIError
+from registry.errors import APIError, no_space
 from serve.access_log import AccessLogMiddleware
 from serve.auth.keys import KeyRing
 from serve.auth.middleware import AccessMiddleware
@@ -43,6 +43,13 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
     return error_response(exc.status, exc.message)
+
+
+async def _os_error(request: Request, exc: Exception) -> Response:
+    if (full := no_space(exc)) is None:
+        raise exc  # any other OSError is a server error (_server_error logs it)
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return error_response(full.status, full.message)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -100,6 +107,7 @@ def build_app(settings: Settings, services: Services | None = None) -> Starlette
         exception_handlers={
             HTTPException: _http_exception,
             APIError: _api_error,
+            OSError: _os_error,
             Exception: _server_error,
         },
         lifespan=lifespan,

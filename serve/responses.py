@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive
 
-from registry.errors import APIError
+from registry.errors import APIError, no_space
 from serve.wire import encode
 
 log = logging.getLogger("corral.serve")
@@ -118,6 +118,10 @@ async def stream_events(
         except APIError as err:
             yield encode({"error": err.message}) + b"\n"
         except Exception as err:  # a failure mid-stream still ends in Ollama's error line
+            if (full := no_space(err)) is not None:
+                log.error("stream failed: %s", err)
+                yield encode({"error": full.message}) + b"\n"
+                return
             log.exception("stream failed")
             yield encode({"error": str(err) or type(err).__name__}) + b"\n"
         finally:

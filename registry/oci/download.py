@@ -23,6 +23,7 @@ from typing import Callable
 
 import httpx
 
+from registry.errors import no_space
 from registry.oci.client import RegistryClient, RegistryError
 from registry.store import Store, _fsync_dir
 
@@ -162,6 +163,8 @@ class BlobDownload:
                 self._run()
             except Exception as err:  # surfaced to every waiter
                 self.error = err
+                if no_space(err):  # a partial that filled the disk would keep it full
+                    remove_partial(self.store, self.digest)
             finally:
                 self.client.close()
                 on_finish(self)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import Iterator
 
-from registry.errors import APIError
+from registry.errors import APIError, no_space
 from registry.manifest import MEDIA_TYPE_MANIFEST, Layer, Manifest
 from registry.names import parse_name
 from registry.oci.client import RegistryClient, RegistryError, RegistryOptions, base_url
@@ -100,6 +100,8 @@ def _pull_layer(store: Store, client: RegistryClient, layer: Layer,
         mismatches.append(err)
     elif isinstance(err, Cancelled):
         raise RegistryError(str(err))
+    elif (full := no_space(err)) is not None:
+        raise full
     elif isinstance(err, APIError):
         raise RegistryError(err.message, getattr(err, "status_code", 0))
     elif err is not None:
