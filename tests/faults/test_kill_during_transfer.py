@@ -1,4 +1,4 @@
-"""SIGKILL during a pull and a create, then a restart: the store is consistent.
+"""SIGKILL during a pull, a create and a push, then a restart: the store is consistent.
 
 Pull: the blob comes through FaultProxy slowed to about 1 MiB/s, the server is killed once half
 of it has passed. After the restart the model is not listed and has no manifest, the partial is
@@ -8,7 +8,11 @@ deleted at that start.
 
 Create: the Modelfile's FROM file is a FIFO the test feeds by hand, so the kill lands while the
 server copies it into blobs/. After the restart nothing is listed, no manifest or temp file
-stays (the temp file, aged, is pruned), and a create to the same name works."""
+stays (the temp file, aged, is pruned), and a create to the same name works.
+
+Push: FaultProxy holds the first blob-upload PATCH, the server is killed while it waits. The
+registry then has neither the manifest nor the blob, the local model is untouched, and the push
+run again after the restart completes with the local manifest's bytes."""
 
 from __future__ import annotations
 
@@ -174,3 +178,54 @@ def test_sigkill_mid_create_then_restart_is_clean(tmp_path):
         assert "half-made:latest" in tag_names(server)
     finally:
         stop_server(server)
+
+
+def registry_status(reg, path: str, method: str = "GET") -> int:
+    accept = "application/vnd.docker.distribution.manifest.v2+json"
+    return httpx.request(method, f"{reg.url}/v2/library/pushed/{path}", timeout=60,
+                         headers={"Accept": accept}).status_code
+
+
+def test_sigkill_mid_push_then_restart_pushes_again(tmp_path):
+    reg = start_registry(tmp_path / "registry")
+    proxy = FaultProxy(reg.url)
+    name = f"{proxy.host}/library/pushed:v1"
+    env = {"CORRAL_NO_DEFAULT_MODELS": "1", "CORRAL_INSECURE_REGISTRIES": proxy.host}
+    store = Store(tmp_path / "server" / "models")
+    manifest = make_model(store, name, size=2 * MIB)
+    weights = manifest.layers[0].digest
+    faults = proxy.reset(upload_delay_s=600)  # the first PATCH waits until the server is gone
+    server = start_server(tmp_path / "server", env)
+
+    def push_it() -> None:
+        try:
+            httpx.post(server.url + "/api/push", timeout=300, json={"model": name, "insecure": True})
+        except httpx.HTTPError:
+            pass
+
+    pusher = threading.Thread(target=push_it, daemon=True)
+    try:
+        pusher.start()
+        wait_for(lambda: faults.uploads_seen > 0, 120, "a blob upload", server)
+        kill(server)
+        pusher.join(60)
+    finally:
+        if server.process.poll() is None:
+            stop_server(server)
+    assert registry_status(reg, "manifests/v1") == 404, "a manifest was pushed before the kill"
+    assert registry_status(reg, f"blobs/{weights}", "HEAD") == 404, "a partial blob is visible"
+    proxy.reset()
+    server = start_server(tmp_path / "server", env)
+    try:
+        assert name in tag_names(server)
+        r = httpx.post(server.url + "/api/push", timeout=300,
+                       json={"model": name, "insecure": True, "stream": False})
+        assert r.status_code == 200 and r.json().get("status") == "success", r.text
+        pushed = httpx.get(f"{reg.url}/v2/library/pushed/manifests/v1", timeout=60, headers={
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json"}).content
+        assert pushed == store.read_manifest_bytes(ModelName.parse(name))
+        assert registry_status(reg, f"blobs/{weights}", "HEAD") == 200
+    finally:
+        stop_server(server)
+        proxy.close()
+        reg.stop()

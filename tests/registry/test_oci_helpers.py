@@ -3,7 +3,7 @@
 `start_registry` runs `/usr/bin/docker-registry serve` (distribution 2.8) on a free 127.0.0.1
 port with storage in a temp directory, optionally with htpasswd basic auth. `FaultProxy` stands
 between a client and the registry, counts blob GETs and body bytes per digest, and can cut a
-blob download after N bytes, flip bytes, or slow it down.
+blob download after N bytes, flip bytes, slow it down, or hold blob uploads.
 """
 
 from __future__ import annotations
@@ -102,6 +102,8 @@ class Faults:
     cut_after: int | None = None  # bytes of one blob body, then drop the connection (once)
     corrupt: bool = False  # flip the first byte of every blob body
     delay_s: float = 0.0  # per 64 KiB chunk of a blob body
+    upload_delay_s: float = 0.0  # before forwarding each blob-upload PATCH
+    uploads_seen: int = 0  # PATCHes that reached the proxy (counted before the delay)
     blob_gets: Counter = field(default_factory=Counter)
     blob_bytes: Counter = field(default_factory=Counter)
     requests: list = field(default_factory=list)  # (method, path, status)
@@ -150,6 +152,10 @@ class FaultProxy:
         m = _BLOB_RE.match(h.path.split("?", 1)[0])
         digest = m.group(1) if m and h.command == "GET" else None
         faults = self.faults
+        if h.command == "PATCH" and "/blobs/uploads/" in h.path:
+            with self._lock:
+                faults.uploads_seen += 1
+            time.sleep(faults.upload_delay_s)
         if digest:
             with self._lock:
                 faults.blob_gets[digest] += 1
