@@ -22,9 +22,14 @@ def fault_server(tmp_path_factory: pytest.TempPathFactory, corral_cache: Path):
 
 
 def metric(url: str, name: str, model: str) -> float:
+    """One model's sample of `name` (labelled model_name, as vLLM does); a missing one fails the
+    test, so a renamed metric can never pass as NaN."""
     text = httpx.get(url + "/metrics", timeout=30).text
-    m = re.search(rf'^{name}{{[^}}]*model="{re.escape(model)}"[^}}]*}} (\S+)$', text, re.M)
-    return float(m.group(1)) if m else float("nan")
+    m = re.search(rf'^{re.escape(name)}{{[^}}]*model_name="{re.escape(model)}"[^}}]*}} (\S+)$',
+                  text, re.M)
+    assert m, f"no {name} for {model} in /metrics:\n" + "\n".join(
+        ln for ln in text.splitlines() if ln.startswith(name[:8]))[:2000]
+    return float(m.group(1))
 
 
 def wait_kv_full(url: str, model: str, timeout_s: float = 60) -> tuple[float, float]:

@@ -67,11 +67,11 @@ def test_four_times_the_kv_capacity_gives_each_requests_own_text(fault_server):
     url = fault_server.url
     prompts = [f"List {i} fruits, comma separated:" for i in range(16)]
     alone = [complete(url, p) for p in prompts]
-    preempted = metric(url, "corral_preemptions", MODEL)
+    preempted = metric(url, "vllm:num_preemptions_total", MODEL)
     with ThreadPoolExecutor(len(prompts)) as pool:
         together = list(pool.map(lambda p: complete(url, p), prompts))
     mismatched = [(i, a, b) for i, (a, b) in enumerate(zip(alone, together)) if a != b]
     assert not mismatched, f"batched text differs from alone: {mismatched[:3]}"
-    assert metric(url, "corral_preemptions", MODEL) > preempted, "the load never preempted"
+    assert metric(url, "vllm:num_preemptions_total", MODEL) > preempted, "the load never preempted"
     free, total = wait_kv_full(url, MODEL)
     assert free == total
