@@ -9,6 +9,7 @@ as a mapping {file name in the model -> blob path}; they get a directory of syml
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -79,7 +80,14 @@ def _atomic_dir(final: Path, fill) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     tmp.chmod(0o755)
     try:
-        fill(tmp)
+        try:
+            fill(tmp)
+        except Exception as exc:
+            if not isinstance(exc, OSError) and "No space left on device" in str(exc):
+                # safetensors' Rust writer reports a full disk as its own error type; as an
+                # ENOSPC OSError it is answered 507 like every other full disk.
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from exc
+            raise
         try:
             os.rename(tmp, final)
         except OSError:
