@@ -17,6 +17,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve.auth.redact import redact
+
 log = logging.getLogger("corral.access")
 
 _VALID_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces: safe in a log line
@@ -77,8 +79,12 @@ class AccessLogMiddleware:
         method = scope.get("method", "")
         self.metrics.http_request(method, route, status)
         client = scope.get("client")
+        path = scope.get("path", "")
+        if query := scope.get("query_string", b"").decode("latin-1"):
+            # with its query, as uvicorn logs it; some clients put credentials there
+            path = redact(f"{path}?{query}")
         fields = {
-            "request_id": record.request_id, "method": method, "path": scope.get("path", ""),
+            "request_id": record.request_id, "method": method, "path": path,
             "route": route, "status": status, "model": record.model or None,
             "tokens_in": record.tokens_in, "tokens_out": record.tokens_out,
             "ttft_s": None if record.ttft is None else round(record.ttft, 4),

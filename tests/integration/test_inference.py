@@ -117,8 +117,9 @@ def test_load_and_unload_replies(live_server):
                    "tools": [{"type": "function", "function": {"name": "f"}}]}, 400,
      "registry.ollama.ai/library/gemma3:270m does not support tools"),
     ("/api/embed", {"model": "all-minilm", "input": 5}, 400, "invalid input type"),
+    # Ollama answers this client mistake with 500; Corral with 400 and the same text
     ("/api/generate", {"model": "gemma3:270m", "prompt": "x",
-                       "options": {"temperature": "hot"}}, 500,
+                       "options": {"temperature": "hot"}}, 400,
      'option "temperature" must be of type float32'),
     ("/api/generate", {"model": "gemma3:270m", "prompt": 3}, 400,
      "json: cannot unmarshal number into Go struct field GenerateRequest.prompt of type string"),
