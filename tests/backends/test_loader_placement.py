@@ -10,8 +10,6 @@ from backends.sampling_params import SamplingParams
 from backends.testing import reference_greedy, tiny_llama
 from scheduler.engine import EngineConfig, LLMEngine
 
-pytest.importorskip("bitsandbytes")
-
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):

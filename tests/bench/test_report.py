@@ -101,7 +101,6 @@ def test_json_dump_roundtrips() -> None:
 
 
 def test_plot_writes_a_png(tmp_path) -> None:
-    pytest.importorskip("matplotlib")
     path = plot(_results(), tmp_path / "throughput.png")
     assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot(BenchResults(), tmp_path / "empty.png") is None

@@ -18,10 +18,10 @@ from registry.names import ModelName
 from registry.store import Store
 from tests.faults.disk import small_disk
 from tests.integration.conftest import start_server, stop_server
-from tests.registry.test_oci_helpers import needs_registry, start_registry
+from tests.registry.test_oci_helpers import start_registry
 from tests.registry.test_oci_transfer import make_model, push
 
-pytestmark = [needs_registry, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 DISK_MIB = 8
 MIB = 1 << 20
 

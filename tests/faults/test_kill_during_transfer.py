@@ -32,10 +32,10 @@ from registry.names import ModelName
 from registry.oci.download import partial_path
 from registry.store import Store
 from tests.integration.conftest import start_server, stop_server
-from tests.registry.test_oci_helpers import FaultProxy, needs_registry, start_registry
+from tests.registry.test_oci_helpers import FaultProxy, start_registry
 from tests.registry.test_oci_transfer import make_model, push
 
-pytestmark = [needs_registry, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 MIB = 1 << 20
 BLOB = 8 * MIB
 OLD = time.time() - 2 * 3600  # past registry.store.PRUNE_AGE_S

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import start_server, stop_server
-from tests.registry.test_oci_helpers import needs_registry, start_registry
+from tests.registry.test_oci_helpers import start_registry
 
-pytestmark = [needs_registry, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 JS_DIR = Path(__file__).parents[1] / "clients" / "js"
 KEY = "js-test-key"

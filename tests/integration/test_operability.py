@@ -20,7 +20,7 @@ import pytest
 from tests.integration.conftest import spawn_server, start_server, stop_server
 from tests.integration.ops_helpers import (GEMMA, Stream, counting, metric_samples, metric_types,
                                            total, wait_for)
-from tests.registry.test_oci_helpers import FaultProxy, needs_registry, start_registry
+from tests.registry.test_oci_helpers import FaultProxy, start_registry
 
 pytestmark = pytest.mark.slow
 
@@ -237,7 +237,6 @@ def test_access_log_has_one_line_per_request_with_its_id(ops):
     assert found[made][0]["route"] == "/api/version"
 
 
-@needs_registry
 def test_pull_cut_by_sigterm_resumes_after_restart(ops, tmp_path_factory):
     """...through CORRAL_PULL at the next start, which then runs CORRAL_CREATE on the result."""
     server, _ = ops

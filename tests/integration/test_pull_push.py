@@ -20,9 +20,9 @@ from registry.manifest import Manifest
 from registry.names import ModelName
 from registry.store import Store
 from tests.integration.conftest import start_server, stop_server
-from tests.registry.test_oci_helpers import needs_registry, start_registry
+from tests.registry.test_oci_helpers import start_registry
 
-pytestmark = [needs_registry, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 USER, PASSWORD = "alice", "s3cret"
 

@@ -8,7 +8,6 @@ blob download after N bytes, flip bytes, slow it down, or hold blob uploads.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
@@ -25,13 +24,6 @@ import pytest
 from bench.procs import free_port
 
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-HAVE_REGISTRY = Path(REGISTRY_BIN).is_file()
-# Outside CI a machine without the registry skips these; in CI (CI=true) a missing tool fails.
-needs_registry = pytest.mark.skipif(
-    not HAVE_REGISTRY and not os.environ.get("CI"),
-    reason="Debian's docker-registry is not installed (make install-test installs it: "
-           "apt-get install docker-registry)",
-)
 _BLOB_RE = re.compile(r"/v2/.+/blobs/(sha256:[0-9a-f]{64})$")
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
         "proxy-authorization", "proxy-authenticate"}

@@ -17,9 +17,8 @@ from registry.names import ModelName
 from registry.oci import RegistryOptions, pull_model, push_model
 from registry.oci.download import partial_path
 from registry.store import Store
-from tests.registry.test_oci_helpers import FaultProxy, needs_registry, start_registry
+from tests.registry.test_oci_helpers import FaultProxy, start_registry
 
-pytestmark = needs_registry
 
 SIZE = 3_000_000
 PART = 500_000  # six parts
