@@ -63,6 +63,13 @@ class LoadedModel:
     max_context: int
     eos_token_ids: list[int] = field(default_factory=list)
     kind: Literal["causal", "encoder"] = "causal"
+    # The KV cache's dtype; None: the model's dtype. Packed (quantized) models compute in bf16
+    # and keep a half-precision cache, as llama.cpp does; float models keep their own dtype so
+    # the engine stays token-exact against `generate`.
+    kv_cache_dtype: torch.dtype | None = None
+    # How the weights sit in memory: "float" (dense) or "packed" (GGUF blocks repacked into
+    # torch's int4/int8 formats, backends/quant). Shown in logs and the bench.
+    weights: str = "float"
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
