@@ -22,6 +22,7 @@ from pathlib import Path
 from bench import lora, scenarios
 from bench.adapters import LlamaCompletion, OllamaGenerate
 from bench.loadgen import make_client, run_phase, single_request
+from bench.memory import peak_rss
 from bench.metrics import PhaseStats
 from bench.ollama_ops import load_model
 from bench.procs import corral_server, llama_server
@@ -76,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--server-url", help="use this running Corral instead of starting one")
     p.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER") or None,
                    help="llama-server binary (default: $LLAMA_SERVER); see bench/build_llama_server.sh")
-    p.add_argument("--llama-ctx", type=int, default=1024, help="llama-server context per slot")
+    p.add_argument("--llama-ctx", type=int, default=1024, help="context per sequence: llama-server -c C*this, Corral OLLAMA_CONTEXT_LENGTH")
     p.add_argument("--model", default="gemma3:270m")
     p.add_argument("--phase-timeout", type=float, help="seconds each load phase may take (default 600)")
     p.add_argument("--start-timeout", type=float, default=600.0, help="seconds a server may take to start")
@@ -95,7 +96,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         requests_per_client=pick(a.requests_per_client, 2, 1),
         batch=pick(a.batch, 16, 4),
         reps=pick(a.reps, 3, 1),
-        history_turns=8 if not quick else 3,
+        # 5 turns (~900 tokens) fit the 1024-token context the bench gives each sequence.
+        history_turns=5 if not quick else 3,
         phase_timeout=pick(a.phase_timeout, 600.0, 180.0),
         start_timeout=a.start_timeout,
         load_timeout=a.load_timeout,
@@ -166,15 +168,21 @@ async def _warm_up(url: str, adapter, source: PromptSource, cfg: Config) -> None
         raise RuntimeError(f"warm-up request failed: {record.error}")
 
 
-async def sweep(system: str, url: str, adapter, source: PromptSource, cfg: Config, levels: list[int]) -> list[PhaseStats]:
+async def sweep(system: str, url: str, adapter, source: PromptSource, cfg: Config, levels: list[int],
+                pid: int | None = None) -> list[PhaseStats]:
+    """One load phase per concurrency level; `pid`: the server's process, whose peak resident
+    memory each phase records."""
     out = []
     for c in levels:
         log(f"{system}: C={c}, {c * cfg.requests_per_client} requests of {cfg.num_predict} tokens")
-        result = await run_phase(url, adapter, concurrency=c, requests_per_client=cfg.requests_per_client,
-                                 prompts=source.prompts(c * cfg.requests_per_client), num_predict=cfg.num_predict,
-                                 time_limit_s=cfg.phase_timeout)
+        async with peak_rss(pid) as peak:
+            result = await run_phase(url, adapter, concurrency=c, requests_per_client=cfg.requests_per_client,
+                                     prompts=source.prompts(c * cfg.requests_per_client),
+                                     num_predict=cfg.num_predict, time_limit_s=cfg.phase_timeout)
         stats = result.stats(system, c)
+        stats.peak_rss_bytes = peak.peak
         log(f"{system}: C={c}: {stats.tok_s or 0:.1f} tok/s, {stats.errors} error(s)"
+            + (f", peak RSS {peak.peak / 2**20:.0f} MiB" if peak.peak else "")
             + (" (phase time limit hit)" if result.timed_out else ""))
         out.append(stats)
     return out
@@ -222,9 +230,12 @@ async def run_corral(cfg: Config, source: PromptSource, results: BenchResults) -
         return
     work = Path(tempfile.mkdtemp(prefix="corral-bench-"))
     try:
+        # The same context per sequence as llama-server's slots (`-c C*--llama-ctx`), so both hold
+        # the same KV work in the memory comparison.
         server = corral_server(models_dir=work / "models", cache_dir=CACHE / "corral-cache",
                                log_path=cfg.out / "logs" / "corral.log",
-                               num_parallel=max(max(levels), cfg.batch))
+                               num_parallel=max(max(levels), cfg.batch),
+                               extra_env={"OLLAMA_CONTEXT_LENGTH": str(cfg.llama_ctx)})
         with server:
             log(f"corral: starting on {server.url} (log {server.log_path})")
             ready = server.wait_ready(timeout_s=cfg.start_timeout)
@@ -253,7 +264,7 @@ async def _corral_on(url: str, cfg: Config, source: PromptSource, results: Bench
             raise RuntimeError(f"loading {cfg.model} on {url}: {exc}") from exc
     results.notes.append(f"corral: first load of {cfg.model} took {wall:.1f} s (shared converted-weights cache)")
     await _warm_up(url, adapter, source, cfg)
-    results.phases.extend(await sweep("corral", url, adapter, source, cfg, levels))
+    results.phases.extend(await sweep("corral", url, adapter, source, cfg, levels, server_pid))
     if cfg.skip_scenarios:
         return
     await corral_scenarios(url, source, cfg, results, server_pid)
@@ -270,7 +281,8 @@ async def run_llama(cfg: Config, source: PromptSource, results: BenchResults, gg
             log(f"llama-server: -np {c} on {server.url}")
             server.wait_ready("/health", cfg.start_timeout)
             await _warm_up(server.url, adapter, source, cfg)
-            results.phases.extend(await sweep("llama-server", server.url, adapter, source, cfg, [c]))
+            results.phases.extend(await sweep("llama-server", server.url, adapter, source, cfg, [c],
+                                              server.proc.pid))
 
 
 def run_transformers(cfg: Config, source: PromptSource, results: BenchResults, gguf: Path) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from bench.adapters import OllamaGenerate
 from bench.loadgen import make_client, run_phase
+from bench.memory import vm_rss_bytes
 from bench.metrics import PhaseStats
 from bench.ollama_ops import load_model
 from bench.prompts import PromptSource
@@ -87,15 +88,7 @@ async def ps_bytes(client: httpx.AsyncClient, url: str) -> int:
 
 
 def vm_rss(pid: int | None) -> int | None:
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return None if pid is None else vm_rss_bytes(pid)
 
 
 async def lora(url: str, model: str, source: PromptSource, *, concurrency: int,

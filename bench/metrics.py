@@ -95,6 +95,8 @@ class PhaseStats:
     tpot_mean: float | None
     e2e_p50: float | None
     first_error: str | None = None
+    # The server's peak VmRSS during the phase (bench/memory.py); None when its pid is unknown.
+    peak_rss_bytes: int | None = None
 
     @classmethod
     def from_records(

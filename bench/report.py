@@ -21,8 +21,10 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     # key: (op, figure, why)
     "single_vs_hf": (">=", 1.2, "single-stream decode beats generate() by a fifth"),
     "batch_vs_hf": (">=", 1.0, "continuous batching at least matches a static batch of 16"),
-    "scaling": (">=", 5.0, "batching pays: aggregate at 16 clients vs one"),
+    "scaling": (">=", 6.0, "batching pays: aggregate at 16 clients vs one"),
     "vs_llama": (">=", 1.0, "beat llama-server -np 32's aggregate at 32 clients"),
+    "single_vs_llama": (">=", 0.7, "a single stream within reach of llama.cpp's on its own GGUF"),
+    "memory_vs_llama": ("<=", 1.5, "resident memory serving 32 x 1024 tokens near llama-server's"),
     "prefix_cache": ("<=", 0.5, "a warm history at least halves TTFT"),
     "busy_ttft": ("<=", 3.0, "chunked prefill bounds the wait behind 15 decodes"),
     "load_time": (">=", 10.0, "the converted-weights cache makes the second load 10x faster"),
@@ -90,13 +92,22 @@ def compute_ratios(results: BenchResults, batch: int, top: int) -> list[Ratio]:
 
     single, static = results.hf_row("single"), results.hf_row("static batch")
     hf_batch = static.batch if static else batch
+    def rss(system: str, c: int) -> float | None:
+        stats = results.phase(system, c)
+        return stats.peak_rss_bytes if stats else None
+
+    llama = None if any(p.system == "llama-server" for p in results.phases) else "not measured"
     ratios = [
         Ratio("single_vs_hf", "Corral@1 / transformers single", div(tok_s("corral", 1), single and single.tok_s)),
         Ratio("batch_vs_hf", f"Corral@{hf_batch} / transformers static batch {hf_batch}",
               div(tok_s("corral", hf_batch), static and static.tok_s)),
         Ratio("scaling", f"Corral@{batch} / Corral@1", div(tok_s("corral", batch), tok_s("corral", 1))),
         Ratio("vs_llama", f"Corral@{top} / llama-server@{top}", div(tok_s("corral", top), tok_s("llama-server", top)),
-              status=None if any(p.system == "llama-server" for p in results.phases) else "not measured"),
+              status=llama),
+        Ratio("single_vs_llama", "Corral@1 / llama-server@1", div(tok_s("corral", 1), tok_s("llama-server", 1)),
+              status=llama),
+        Ratio("memory_vs_llama", f"Peak RSS Corral@{top} / llama-server@{top}",
+              div(rss("corral", top), rss("llama-server", top)), status=llama),
     ]
     for key, name, invert in (
         ("prefix_cache", "Prefix cache TTFT warm / cold", False),
@@ -153,10 +164,11 @@ def render(results: BenchResults, ratios: list[Ratio]) -> str:
     out += _table(["ratio", "measured", "target", "verdict", "why"], [format_ratio(r) for r in ratios])
     out += ["", "## Serving throughput and latency", ""]
     header = ["system", "C", "requests", "errors", "out tokens", "wall s", "tok/s",
-              "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "TPOT mean ms"]
+              "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "TPOT mean ms", "peak RSS MiB"]
     rows = [
         [p.system, str(p.concurrency), str(p.requests), str(p.errors), str(p.output_tokens), _f(p.wall_s, 2),
-         _f(p.tok_s), _ms(p.ttft_p50), _ms(p.ttft_p99), _ms(p.itl_p50), _ms(p.itl_p99), _ms(p.tpot_mean)]
+         _f(p.tok_s), _ms(p.ttft_p50), _ms(p.ttft_p99), _ms(p.itl_p50), _ms(p.itl_p99), _ms(p.tpot_mean),
+         _f(p.peak_rss_bytes, 0, 2.0**-20)]
         for p in results.phases + results.extra_phases
     ]
     out += _table(header, rows) if rows else ["(no serving phase ran)"]
