@@ -22,6 +22,7 @@ from backends.lora import LoRAManager
 from backends.sampling_params import SamplingParams
 
 from backends.sampler import Logprobs, Sampler, SamplingRow
+from backends.step_timer import StepTimer
 
 
 @dataclass
@@ -86,6 +87,7 @@ class ModelRunner:
             for dev in layer_devices
         ]
         self.sampler = Sampler()
+        self.timer = StepTimer()  # switched on by bench.profile
         text = loaded.config.get_text_config() if hasattr(loaded.config, "get_text_config") else loaded.config
         self.vocab_size = text.vocab_size  # the width of the logits the sampler sees
         # Models with several attention kinds build one mask per kind unless handed a dict.
@@ -105,6 +107,25 @@ class ModelRunner:
         """As `execute`, plus each chunk's Logprobs where its params ask for them."""
         if not chunks:
             return [], []
+        timer = self.timer
+        with timer.section("metadata"):
+            input_ids, positions, last_index, token_slots, meta = self._prepare(chunks)
+        adapted = self.loras is not None and any(c.lora_slot >= 0 for c in chunks)
+        with self.loras.step(token_slots, self.device) if adapted else contextlib.nullcontext():
+            keep = torch.tensor(last_index or [len(input_ids) - 1])
+            with timer.section("forward"):
+                logits = self._forward(input_ids, positions, meta, keep)
+        if not last_index:
+            return [None] * len(chunks), [None] * len(chunks)
+        with timer.section("sample"):
+            rows = [self._row(c) for c in chunks if c.sample]
+            tokens, logprobs = self.sampler.sample_with_logprobs(logits.float(), rows)
+            tok_it, lp_it = iter(tokens.tolist()), iter(logprobs)
+        sampled = [next(tok_it) if c.sample else None for c in chunks]
+        probs = [next(lp_it) if c.sample else None for c in chunks]
+        return sampled, probs
+
+    def _prepare(self, chunks: list[SeqChunk]):
         input_ids: list[int] = []
         positions: list[int] = []
         last_index: list[int] = []
@@ -123,18 +144,7 @@ class ModelRunner:
             self.block_size,
             self.device,
         )
-        adapted = self.loras is not None and any(c.lora_slot >= 0 for c in chunks)
-        with self.loras.step(token_slots, self.device) if adapted else contextlib.nullcontext():
-            keep = torch.tensor(last_index or [len(input_ids) - 1])
-            logits = self._forward(input_ids, positions, meta, keep)
-        if not last_index:
-            return [None] * len(chunks), [None] * len(chunks)
-        rows = [self._row(c) for c in chunks if c.sample]
-        tokens, logprobs = self.sampler.sample_with_logprobs(logits.float(), rows)
-        tok_it, lp_it = iter(tokens.tolist()), iter(logprobs)
-        sampled = [next(tok_it) if c.sample else None for c in chunks]
-        probs = [next(lp_it) if c.sample else None for c in chunks]
-        return sampled, probs
+        return input_ids, positions, last_index, token_slots, meta
 
     def _forward(self, input_ids: list[int], positions: list[int],
                  meta: attention.AttentionMetadata, keep: Tensor) -> Tensor:

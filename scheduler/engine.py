@@ -416,11 +416,19 @@ class LLMEngine:
 
     def step(self) -> None:
         """Take new commands, schedule, run one forward, and process its tokens."""
-        self._drain_commands(block=False)
-        INJECTOR.check(self.config.name)
-        batch = self.scheduler.schedule()
-        if batch.is_empty:
-            return
+        timer = self.runner.timer
+        with timer.section("schedule"):
+            self._drain_commands(block=False)
+            INJECTOR.check(self.config.name)
+            batch = self.scheduler.schedule()
+            if batch.is_empty:
+                return
+            chunks = self._chunks(batch)
+        sampled, logprobs = self.runner.execute_with_logprobs(chunks)
+        with timer.section("emit"):
+            self._update(batch, sampled, logprobs)
+
+    def _chunks(self, batch: ScheduledBatch) -> list[SeqChunk]:
         now = time.perf_counter_ns()
         chunks = []
         for seq, n in batch.entries:
@@ -438,8 +446,7 @@ class LLMEngine:
                 constraint=seq.constraint,
                 lora_slot=seq.lora_slot,
             ))
-        sampled, logprobs = self.runner.execute_with_logprobs(chunks)
-        self._update(batch, sampled, logprobs)
+        return chunks
 
     def _update(self, batch: ScheduledBatch, sampled: list[int | None],
                 logprobs: list[Logprobs | None]) -> None:
