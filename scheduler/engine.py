@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from backends.detokenizer import IncrementalDetokenizer
 from backends.loader import LoadedModel
 from backends.lora import LoRAManager, LoRAWeights
-from backends.model_runner import ModelRunner, SeqChunk, kv_block_bytes
+from backends.model_runner import ModelRunner, SeqChunk, kv_block_bytes, kv_dtype
 from backends.sampler import Logprobs
 from backends.sampling_params import SamplingParams
 from backends.structured import GrammarCache
@@ -184,7 +184,7 @@ class LLMEngine:
         self.config = cfg = config or EngineConfig()
         self.num_ctx = max(4, min(cfg.num_ctx, loaded.max_context))
         num_blocks = cfg.num_kv_blocks or max(
-            1, cfg.kv_memory_bytes // kv_block_bytes(loaded.config, cfg.block_size, loaded.dtype)
+            1, cfg.kv_memory_bytes // kv_block_bytes(loaded.config, cfg.block_size, kv_dtype(loaded))
         )
         # A lone sequence must always fit, or preemption could never make room for it.
         self.num_ctx = min(self.num_ctx, num_blocks * cfg.block_size)
