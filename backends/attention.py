@@ -37,7 +37,8 @@ class _Layout:
     # Decode rows: one query each; each row's context blocks, gathered whole (one index per
     # block, not per slot), with keys outside the row's [first, context) range masked.
     decode_blocks: Tensor | None = None  # [B_dec, nb] long, indices into the cache's blocks
-    decode_mask: Tensor | None = None  # [B_dec, 1, 1, nb * block_size] bool (None: all valid)
+    decode_width: int = 0  # keys per row: the longest row's span, from its first block on
+    decode_mask: Tensor | None = None  # [B_dec, 1, 1, decode_width] bool (None: all valid)
     # Prefill chunks: (query start, query end, key slots [K], mask [q, K]; None: plain causal).
     prefills: list[tuple[int, int, Tensor, Tensor | None]] = field(default_factory=list)
     # Varlen (flash) form: all sequences' key slots concatenated.
@@ -117,7 +118,8 @@ class AttentionMetadata:
         table = self.block_tables_t[:nd]
         idx = (b0[:, None] + torch.arange(nb)[None, :]).clamp(max=table.shape[1] - 1)
         lay.decode_blocks = table.gather(1, idx).to(dev)
-        k_pos = (b0 * bs)[:, None] + torch.arange(nb * bs)[None, :]
+        lay.decode_width = int((ctx - b0 * bs).max())
+        k_pos = (b0 * bs)[:, None] + torch.arange(lay.decode_width)[None, :]
         valid = (k_pos >= first[:, None]) & (k_pos < ctx[:, None])
         if not bool(valid.all()):
             lay.decode_mask = valid[:, None, None, :].to(dev)
@@ -225,13 +227,15 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float,
     return torch.matmul(probs, v)
 
 
-def _gather_blocks(flat: Tensor, blocks: Tensor, block_size: int, dtype: torch.dtype) -> Tensor:
-    """[slots, Hkv, D] cache, [B, nb] block ids -> keys [B, Hkv, nb * block_size, D] in `dtype`
-    (a half-precision cache is read into the query's dtype)."""
+def _gather_blocks(flat: Tensor, lay: _Layout, block_size: int, dtype: torch.dtype) -> Tensor:
+    """[slots, Hkv, D] cache -> the decode rows' keys [B, Hkv, width, D] in `dtype` (a
+    half-precision cache is read into the query's dtype). The padding past the longest row is
+    cut, so a lone decode (or equal contexts) needs no mask."""
+    blocks = lay.decode_blocks
     cache = flat.view(-1, block_size, *flat.shape[1:])
     rows = cache.index_select(0, blocks.view(-1))  # one copy, whole blocks
     rows = rows.view(blocks.shape[0], blocks.shape[1] * block_size, *flat.shape[1:])
-    return rows.transpose(1, 2).to(dtype)
+    return rows[:, :lay.decode_width].transpose(1, 2).to(dtype)
 
 
 def _torch_attention(meta: AttentionMetadata, q: Tensor, k_flat: Tensor, v_flat: Tensor,
@@ -241,8 +245,8 @@ def _torch_attention(meta: AttentionMetadata, q: Tensor, k_flat: Tensor, v_flat:
     out = torch.empty_like(q)
     nd = meta.num_decodes
     if nd:
-        keys = _gather_blocks(k_flat, lay.decode_blocks, meta.block_size, q.dtype)
-        vals = _gather_blocks(v_flat, lay.decode_blocks, meta.block_size, q.dtype)
+        keys = _gather_blocks(k_flat, lay, meta.block_size, q.dtype)
+        vals = _gather_blocks(v_flat, lay, meta.block_size, q.dtype)
         res = _attend(q[:nd, :, None, :], keys, vals, lay.decode_mask, scale, softcap)
         out[:nd] = res[:, :, 0, :]
     for start, end, slots, mask in lay.prefills:

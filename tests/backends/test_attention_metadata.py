@@ -55,6 +55,7 @@ def test_metadata_equals_per_sequence_reference(seed):
         if n_dec:
             blocks = lay.decode_blocks
             slots = (blocks[:, :, None] * bs + torch.arange(bs)).reshape(blocks.shape[0], -1)
+            slots = slots[:, :lay.decode_width]
             valid = (lay.decode_mask.reshape(slots.shape) if lay.decode_mask is not None
                      else torch.ones_like(slots, dtype=torch.bool))
             for i in range(n_dec):
