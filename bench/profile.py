@@ -70,13 +70,13 @@ def install_hooks(engine: LLMEngine) -> None:
     AttentionInterface.register(attention.ATTN_IMPLEMENTATION, timed)
 
 
-def _consume(loop: asyncio.AbstractEventLoop, streams) -> None:
+def _consume(loop: asyncio.AbstractEventLoop, streams) -> list:
+    """A reader per stream on `loop`, as the server's response tasks are."""
     async def drain(stream):
         async for _ in stream:
             pass
 
-    for s in streams:
-        asyncio.run_coroutine_threadsafe(drain(s), loop)
+    return [asyncio.run_coroutine_threadsafe(drain(s), loop) for s in streams]
 
 
 def profile(engine: LLMEngine, clients: int, steps: int, warmup: int,
@@ -86,7 +86,7 @@ def profile(engine: LLMEngine, clients: int, steps: int, warmup: int,
     prompts = [tok.encode(f"{PROMPT} {i}") for i in range(clients)]
     params = SamplingParams(temperature=0.0, num_predict=warmup + steps + 8)
     streams = asyncio.run_coroutine_threadsafe(_add(engine, prompts, params, loop), loop).result()
-    _consume(loop, streams)
+    readers = _consume(loop, streams)
     while len(engine.scheduler.running) < clients or engine.scheduler.waiting:
         engine.step()  # the prompts' prefill
     for _ in range(warmup):
@@ -104,6 +104,8 @@ def profile(engine: LLMEngine, clients: int, steps: int, warmup: int,
     for s in streams:
         s.abort()
     engine.step()  # takes the aborts
+    for r in readers:
+        r.result(timeout=60)
     t = dict(timer.totals)
     t["other"] = t.get("forward", 0.0) - sum(t.get(k, 0.0) for k in ("linears", "attention", "lm_head"))
     t["rest"] = wall - sum(t.get(k, 0.0) for k in ("schedule", "metadata", "forward", "sample", "emit"))
