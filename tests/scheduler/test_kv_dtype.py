@@ -89,7 +89,6 @@ def test_bf16_top1_agrees_with_float32(model):
             got = run(eng, [p + w[:k]], params=NEXT)[0][0]
             agree += got == w[k]
             total += 1
-    print(f"top-1 agreement {agree}/{total}")
     assert agree / total >= 0.9, f"top-1 agreement {agree}/{total}"
 
 
