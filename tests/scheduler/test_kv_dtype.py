@@ -77,7 +77,8 @@ def test_bf16_greedy_is_independent_of_the_batch(model):
 
 
 def test_bf16_top1_agrees_with_float32(model):
-    """Over 8 prompts x 16 steps, teacher-forced on the float32 tokens: top-1 agreement."""
+    """8 prompts, every 4th of 16 steps, teacher-forced on the float32 tokens: top-1 agreement
+    (32/32 measured here; 90% leaves room for another CPU's rounding)."""
     fp32 = dataclasses.replace(model, kv_cache_dtype=None)
     prompts = [prompt(s, 12 + s) for s in range(8)]
     want = run(engine(fp32), prompts)
