@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # The CPU build of torch comes first: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install install-test serve test bench fuzz soak clean image image-cpu gpu-wheels gpu-check
+.PHONY: install install-test serve test bench profile fuzz soak clean image image-cpu gpu-wheels gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Where a decode step's time goes at 1 and 32 sequences, on the real gemma3:270m (bench/profile.py).
+profile: $(VENV)/.installed
+	$(PY) -m bench.profile $(PROFILE_ARGS)
 
 # The wheels a lent GPU machine lacks (Python 3.12 there), for the device tool to carry in .whl/.
 GPU_WHEELS := gguf==0.19.0 xgrammar==0.2.9 apache-tvm-ffi==0.1.15.post2 pydantic==2.14.4 \

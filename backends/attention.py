@@ -34,9 +34,11 @@ except Exception:  # noqa: BLE001 - any import failure means "not available"
 class _Layout:
     """Which cached slots each query attends to, for one sliding-window size."""
 
-    # Decode rows: one query each, keys padded to the longest context.
-    decode_slots: Tensor | None = None  # [B_dec, K] long
-    decode_mask: Tensor | None = None  # [B_dec, 1, 1, K] bool (None: nothing padded)
+    # Decode rows: one query each; each row's context blocks, gathered whole (one index per
+    # block, not per slot), with keys outside the row's [first, context) range masked.
+    decode_blocks: Tensor | None = None  # [B_dec, nb] long, indices into the cache's blocks
+    decode_width: int = 0  # keys per row: the longest row's span, from its first block on
+    decode_mask: Tensor | None = None  # [B_dec, 1, 1, decode_width] bool (None: all valid)
     # Prefill chunks: (query start, query end, key slots [K], mask [q, K]; None: plain causal).
     prefills: list[tuple[int, int, Tensor, Tensor | None]] = field(default_factory=list)
     # Varlen (flash) form: all sequences' key slots concatenated.
@@ -47,10 +49,15 @@ class _Layout:
 
 @dataclass
 class AttentionMetadata:
-    """One step's batch layout. Built once on the host per step, shared by every layer."""
+    """One step's batch layout. Built once on the host per step, shared by every layer.
+
+    The per-sequence lists come from the scheduler; everything the layers read is built from
+    them with a few tensor ops per step (no per-token Python), and each window's layout once.
+    """
 
     kv_caches: list[tuple[Tensor, Tensor]]
     slot_mapping: Tensor  # [T] long, where each new token's K/V is written
+    positions: Tensor  # [T] long, each new token's position in its sequence
     query_lens: list[int]  # per sequence, decodes (1) first
     context_lens: list[int]  # per sequence: computed + new tokens
     block_tables: list[list[int]]
@@ -59,6 +66,9 @@ class AttentionMetadata:
     device: torch.device
     use_flash: bool = False
     cu_seqlens_q: Tensor | None = None
+    # Host copies: context lengths [N] and the block tables padded with block 0 [N, W].
+    context_lens_t: Tensor | None = None
+    block_tables_t: Tensor | None = None
     _layouts: dict[int | None, _Layout] = field(default_factory=dict)
     _on_device: dict[torch.device, "AttentionMetadata"] = field(default_factory=dict)
 
@@ -94,10 +104,25 @@ class AttentionMetadata:
 
     def _slots(self, i: int, first: int, last: int) -> Tensor:
         """Cache slots of positions [first, last) of sequence i, as a host tensor."""
+        pos = torch.arange(first, last)
         bs = self.block_size
-        blocks = torch.tensor(self.block_tables[i][first // bs:(last + bs - 1) // bs])
-        slots = (blocks[:, None] * bs + torch.arange(bs)[None, :]).reshape(-1)
-        return slots[first % bs:first % bs + last - first]
+        return self.block_tables_t[i, pos // bs] * bs + pos % bs
+
+    def _decode_layout(self, lay: _Layout, window: int | None) -> None:
+        """All decode rows at once: each row's blocks from its first key's block on."""
+        nd, bs, dev = self.num_decodes, self.block_size, self.device
+        ctx = self.context_lens_t[:nd]
+        first = torch.zeros_like(ctx) if window is None else (ctx - window).clamp(min=0)
+        b0 = first // bs
+        nb = int(((ctx + bs - 1) // bs - b0).max())
+        table = self.block_tables_t[:nd]
+        idx = (b0[:, None] + torch.arange(nb)[None, :]).clamp(max=table.shape[1] - 1)
+        lay.decode_blocks = table.gather(1, idx).to(dev)
+        lay.decode_width = int((ctx - b0 * bs).max())
+        k_pos = (b0 * bs)[:, None] + torch.arange(lay.decode_width)[None, :]
+        valid = (k_pos >= first[:, None]) & (k_pos < ctx[:, None])
+        if not bool(valid.all()):
+            lay.decode_mask = valid[:, None, None, :].to(dev)
 
     def _build_layout(self, window: int | None) -> _Layout:
         lay = _Layout()
@@ -113,20 +138,9 @@ class AttentionMetadata:
             lay.cu_seqlens_k = torch.tensor(cu, dtype=torch.int32, device=dev)
             return lay
         if self.num_decodes:
-            ranges = [self._key_range(i, window) for i in range(self.num_decodes)]
-            width = max(last - first for first, last in ranges)
-            rows = torch.zeros(len(ranges), width, dtype=torch.long)
-            pads = []
-            for i, (first, last) in enumerate(ranges):
-                rows[i, : last - first] = self._slots(i, first, last)
-                pads.append(width - (last - first))
-            lay.decode_slots = rows.to(dev)
-            if any(pads):
-                lens = torch.tensor([width - p for p in pads], device=dev)
-                valid = torch.arange(width, device=dev)[None, :] < lens[:, None]
-                lay.decode_mask = valid[:, None, None, :]
+            self._decode_layout(lay, window)
         start = self.num_decodes
-        for i in range(self.num_decodes, len(self.query_lens)):
+        for i in range(self.num_decodes, len(self.query_lens)):  # prefill chunks: a few a step
             q, ctx = self.query_lens[i], self.context_lens[i]
             first, last = self._key_range(i, window)
             slots = self._slots(i, first, last).to(dev)
@@ -154,17 +168,22 @@ def build_metadata(
     device: torch.device,
 ) -> AttentionMetadata:
     """Metadata for one step. Sequences with one new token (decodes) must come first."""
-    num_decodes = 0
-    while num_decodes < len(query_lens) and query_lens[num_decodes] == 1:
-        num_decodes += 1
-    slot_mapping: list[int] = []
-    for q, ctx, table in zip(query_lens, context_lens, block_tables):
-        for p in range(ctx - q, ctx):
-            slot_mapping.append(table[p // block_size] * block_size + p % block_size)
+    q = torch.tensor(query_lens, dtype=torch.long)
+    ctx = torch.tensor(context_lens, dtype=torch.long)
+    width = max(len(t) for t in block_tables)
+    tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], dtype=torch.long)
+    # Each new token's sequence and position, then its slot through that sequence's table.
+    seq_of = torch.repeat_interleave(torch.arange(len(query_lens)), q)
+    offset = (ctx - q) - (torch.cumsum(q, 0) - q)  # position minus flat index, per sequence
+    positions = torch.arange(seq_of.shape[0]) + offset[seq_of]
+    slots = tables[seq_of, positions // block_size] * block_size + positions % block_size
+    not_decode = (q != 1).nonzero()
+    num_decodes = int(not_decode[0]) if len(not_decode) else len(query_lens)
     use_flash = flash_attn_varlen_func is not None and device.type == "cuda"
     meta = AttentionMetadata(
         kv_caches=kv_caches,
-        slot_mapping=torch.tensor(slot_mapping, dtype=torch.long, device=device),
+        slot_mapping=slots.to(device),
+        positions=positions.to(device),
         query_lens=query_lens,
         context_lens=context_lens,
         block_tables=block_tables,
@@ -172,12 +191,13 @@ def build_metadata(
         num_decodes=num_decodes,
         device=device,
         use_flash=use_flash,
+        context_lens_t=ctx,
+        block_tables_t=tables,
     )
     if use_flash:
-        cu = [0]
-        for q in query_lens:
-            cu.append(cu[-1] + q)
-        meta.cu_seqlens_q = torch.tensor(cu, dtype=torch.int32, device=device)
+        cu = torch.zeros(len(query_lens) + 1, dtype=torch.int32)
+        cu[1:] = torch.cumsum(q, 0)
+        meta.cu_seqlens_q = cu.to(device)
     return meta
 
 
@@ -207,6 +227,17 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float,
     return torch.matmul(probs, v)
 
 
+def _gather_blocks(flat: Tensor, lay: _Layout, block_size: int, dtype: torch.dtype) -> Tensor:
+    """[slots, Hkv, D] cache -> the decode rows' keys [B, Hkv, width, D] in `dtype` (a
+    half-precision cache is read into the query's dtype). The padding past the longest row is
+    cut, so a lone decode (or equal contexts) needs no mask."""
+    blocks = lay.decode_blocks
+    cache = flat.view(-1, block_size, *flat.shape[1:])
+    rows = cache.index_select(0, blocks.view(-1))  # one copy, whole blocks
+    rows = rows.view(blocks.shape[0], blocks.shape[1] * block_size, *flat.shape[1:])
+    return rows[:, :lay.decode_width].transpose(1, 2).to(dtype)
+
+
 def _torch_attention(meta: AttentionMetadata, q: Tensor, k_flat: Tensor, v_flat: Tensor,
                      window: int | None, scale: float, softcap: float | None) -> Tensor:
     """q [T, Hq, D]; k_flat/v_flat [slots, Hkv, D]. Returns [T, Hq, D]."""
@@ -214,15 +245,13 @@ def _torch_attention(meta: AttentionMetadata, q: Tensor, k_flat: Tensor, v_flat:
     out = torch.empty_like(q)
     nd = meta.num_decodes
     if nd:
-        shape = (*lay.decode_slots.shape, *k_flat.shape[1:])
-        flat = lay.decode_slots.view(-1)
-        keys = k_flat.index_select(0, flat).view(shape).transpose(1, 2)  # [B, Hkv, K, D]
-        vals = v_flat.index_select(0, flat).view(shape).transpose(1, 2)
+        keys = _gather_blocks(k_flat, lay, meta.block_size, q.dtype)
+        vals = _gather_blocks(v_flat, lay, meta.block_size, q.dtype)
         res = _attend(q[:nd, :, None, :], keys, vals, lay.decode_mask, scale, softcap)
         out[:nd] = res[:, :, 0, :]
     for start, end, slots, mask in lay.prefills:
-        keys = k_flat.index_select(0, slots).transpose(0, 1)[None]  # [1, Hkv, K, D]
-        vals = v_flat.index_select(0, slots).transpose(0, 1)[None]
+        keys = k_flat.index_select(0, slots).transpose(0, 1)[None].to(q.dtype)  # [1, Hkv, K, D]
+        vals = v_flat.index_select(0, slots).transpose(0, 1)[None].to(q.dtype)
         res = _attend(q[start:end].transpose(0, 1)[None], keys, vals, mask, scale, softcap,
                       causal=mask is None)
         out[start:end] = res[0].transpose(0, 1)
@@ -235,8 +264,8 @@ def _flash_attention(meta: AttentionMetadata, q: Tensor, k_flat: Tensor, v_flat:
     lay = meta.layout(window)
     return flash_attn_varlen_func(
         q,
-        k_flat.index_select(0, lay.flat_slots),
-        v_flat.index_select(0, lay.flat_slots),
+        k_flat.index_select(0, lay.flat_slots).to(q.dtype),
+        v_flat.index_select(0, lay.flat_slots).to(q.dtype),
         cu_seqlens_q=meta.cu_seqlens_q,
         cu_seqlens_k=lay.cu_seqlens_k,
         max_seqlen_q=max(meta.query_lens),

@@ -10,6 +10,7 @@ LM head (`logits_to_keep` as a tensor of indices).
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from backends.lora import LoRAManager
 from backends.sampling_params import SamplingParams
 
 from backends.sampler import Logprobs, Sampler, SamplingRow
+from backends.step_timer import StepTimer
 
 
 @dataclass
@@ -46,6 +48,11 @@ def kv_cache_shape(config, block_size: int) -> tuple[int, int, int, int]:
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     return text.num_hidden_layers, block_size, kv_heads, head_dim
+
+
+def kv_dtype(loaded: LoadedModel) -> torch.dtype:
+    """The KV cache's dtype: the loader's choice, else the model's own."""
+    return loaded.kv_cache_dtype or loaded.dtype
 
 
 def kv_block_bytes(config, block_size: int, dtype: torch.dtype) -> int:
@@ -78,14 +85,16 @@ class ModelRunner:
         layers, bs, kv_heads, head_dim = kv_cache_shape(loaded.config, block_size)
         # Each layer's cache lives with that layer's weights (a split model spans devices).
         layer_devices = _layer_devices(loaded.model, layers, self.device)
+        dtype = kv_dtype(loaded)
         self.kv_caches = [
             (
-                torch.zeros(num_blocks, bs, kv_heads, head_dim, dtype=loaded.dtype, device=dev),
-                torch.zeros(num_blocks, bs, kv_heads, head_dim, dtype=loaded.dtype, device=dev),
+                torch.zeros(num_blocks, bs, kv_heads, head_dim, dtype=dtype, device=dev),
+                torch.zeros(num_blocks, bs, kv_heads, head_dim, dtype=dtype, device=dev),
             )
             for dev in layer_devices
         ]
         self.sampler = Sampler()
+        self.timer = StepTimer()  # switched on by bench.profile
         text = loaded.config.get_text_config() if hasattr(loaded.config, "get_text_config") else loaded.config
         self.vocab_size = text.vocab_size  # the width of the logits the sampler sees
         # Models with several attention kinds build one mask per kind unless handed a dict.
@@ -105,46 +114,45 @@ class ModelRunner:
         """As `execute`, plus each chunk's Logprobs where its params ask for them."""
         if not chunks:
             return [], []
-        input_ids: list[int] = []
-        positions: list[int] = []
-        last_index: list[int] = []
-        token_slots: list[int] = []
-        for c in chunks:
-            input_ids.extend(c.token_ids)
-            token_slots.extend([c.lora_slot] * len(c.token_ids))
-            positions.extend(range(c.start_pos, c.start_pos + len(c.token_ids)))
-            if c.sample:
-                last_index.append(len(input_ids) - 1)
-        meta = attention.build_metadata(
-            self.kv_caches,
-            [len(c.token_ids) for c in chunks],
-            [c.start_pos + len(c.token_ids) for c in chunks],
-            [c.block_table for c in chunks],
-            self.block_size,
-            self.device,
-        )
+        timer = self.timer
+        with timer.section("metadata"):
+            input_ids, keep, meta = self._prepare(chunks)
         adapted = self.loras is not None and any(c.lora_slot >= 0 for c in chunks)
-        with self.loras.step(token_slots, self.device) if adapted else contextlib.nullcontext():
-            keep = torch.tensor(last_index or [len(input_ids) - 1])
-            logits = self._forward(input_ids, positions, meta, keep)
-        if not last_index:
+        lora_step = (self.loras.step([c.lora_slot for c in chunks for _ in c.token_ids], self.device)
+                     if adapted else contextlib.nullcontext())
+        with lora_step, timer.section("forward"):
+            logits = self._forward(input_ids, meta, keep)
+        if not any(c.sample for c in chunks):
             return [None] * len(chunks), [None] * len(chunks)
-        rows = [self._row(c) for c in chunks if c.sample]
-        tokens, logprobs = self.sampler.sample_with_logprobs(logits.float(), rows)
-        tok_it, lp_it = iter(tokens.tolist()), iter(logprobs)
+        with timer.section("sample"):
+            rows = [self._row(c) for c in chunks if c.sample]
+            tokens, logprobs = self.sampler.sample_with_logprobs(logits.float(), rows)
+            tok_it, lp_it = iter(tokens.tolist()), iter(logprobs)  # one host sync per step
         sampled = [next(tok_it) if c.sample else None for c in chunks]
         probs = [next(lp_it) if c.sample else None for c in chunks]
         return sampled, probs
 
-    def _forward(self, input_ids: list[int], positions: list[int],
-                 meta: attention.AttentionMetadata, keep: Tensor) -> Tensor:
-        dev = self.device
+    def _prepare(self, chunks: list[SeqChunk]) -> tuple[Tensor, Tensor, attention.AttentionMetadata]:
+        """input_ids [1, T], the rows that reach the LM head, and the attention metadata."""
+        query_lens = [len(c.token_ids) for c in chunks]
+        meta = attention.build_metadata(
+            self.kv_caches, query_lens,
+            [c.start_pos + n for c, n in zip(chunks, query_lens)],
+            [c.block_table for c in chunks], self.block_size, self.device,
+        )
+        input_ids = torch.tensor([list(itertools.chain.from_iterable(c.token_ids for c in chunks))])
+        ends = torch.cumsum(torch.tensor(query_lens), 0) - 1
+        samples = torch.tensor([c.sample for c in chunks])
+        keep = ends[samples] if bool(samples.any()) else ends[-1:]
+        return input_ids.to(self.device), keep.to(self.device), meta
+
+    def _forward(self, input_ids: Tensor, meta: attention.AttentionMetadata, keep: Tensor) -> Tensor:
         out = self.model(
-            input_ids=torch.tensor([input_ids], device=dev),
-            position_ids=torch.tensor([positions], device=dev),
+            input_ids=input_ids,
+            position_ids=meta.positions[None],
             attention_mask=self._mask_arg,
             use_cache=False,
-            logits_to_keep=keep.to(dev),
+            logits_to_keep=keep,
             **{attention.METADATA_KWARG: meta},
         )
         return out.logits[0]

@@ -47,6 +47,31 @@ class Logprobs:
     top: list[tuple[int, float]] = field(default_factory=list)
 
 
+_ARGMAX_CHUNK = 1024
+
+
+def greedy_argmax(logits: Tensor) -> Tensor:
+    """`logits.argmax(-1)` (first index of the maximum), faster on CPU for wide vocabularies.
+
+    torch's CPU argmax reduction runs ~4x slower than its vectorized `amax`, and with 32 rows
+    of a 262k vocabulary it was the largest part of sampling: take each 1024-wide chunk's max,
+    the first chunk holding the row's max, then the argmax inside that chunk alone.
+    """
+    rows, vocab = logits.shape
+    n = vocab // _ARGMAX_CHUNK
+    if logits.device.type != "cpu" or n < 2:
+        return logits.argmax(dim=-1)
+    width = n * _ARGMAX_CHUNK
+    head = logits[:, :width].reshape(rows, n, _ARGMAX_CHUNK)
+    best = head.amax(dim=-1).argmax(dim=-1)
+    index = best * _ARGMAX_CHUNK + head[torch.arange(rows), best].argmax(dim=-1)
+    if width < vocab:  # the tail past the last whole chunk wins only when strictly larger
+        tail = logits[:, width:].argmax(dim=-1) + width
+        larger = logits.gather(1, tail[:, None]) > logits.gather(1, index[:, None])
+        index = torch.where(larger[:, 0], tail, index)
+    return index
+
+
 def _penalties_active(p: SamplingParams) -> bool:
     return p.repeat_last_n != 0 and (
         p.repeat_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0
@@ -135,7 +160,7 @@ class Sampler:
         want_logprobs = any(r.params.logprobs for r in rows)
         needs_penalty = any(_penalties_active(r.params) for r in rows)
         if all(r.params.greedy for r in rows) and not needs_penalty and not want_logprobs:
-            return logits.argmax(dim=-1), [None] * len(rows)
+            return greedy_argmax(logits), [None] * len(rows)
 
         logits = logits.float().clone()
         apply_penalties(logits, rows)
@@ -145,7 +170,7 @@ class Sampler:
         greedy = [i for i, r in enumerate(rows) if r.params.greedy]
         if greedy:
             g_logits = logits[greedy]
-            g_tokens = g_logits.argmax(dim=-1)
+            g_tokens = greedy_argmax(g_logits)
             tokens[greedy] = g_tokens
             if want_logprobs:
                 g_lp = torch.log_softmax(g_logits, dim=-1)

@@ -2,8 +2,9 @@
 
 `add_request` may be called from any thread. Requests and aborts reach the engine thread
 through a command queue; outputs go back through each request's `RequestStream`, which hands
-them to the caller's asyncio loop with `call_soon_threadsafe` (or to a plain blocking queue
-when the caller has no running loop).
+them to the caller's asyncio loop (or to a plain blocking queue when the caller has no running
+loop). A step's outputs travel together: one `call_soon_threadsafe` per step per event loop,
+whatever the number of streams, since each call wakes the loop through its self-pipe.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from backends.detokenizer import IncrementalDetokenizer
 from backends.loader import LoadedModel
 from backends.lora import LoRAManager, LoRAWeights
-from backends.model_runner import ModelRunner, SeqChunk, kv_block_bytes
+from backends.model_runner import ModelRunner, SeqChunk, kv_block_bytes, kv_dtype
 from backends.sampler import Logprobs
 from backends.sampling_params import SamplingParams
 from backends.structured import GrammarCache
@@ -97,6 +98,22 @@ class EngineStats:
 
 _END = object()
 
+Outbox = dict  # asyncio loop -> [(queue, output)], one step's outputs for that loop
+
+
+def _deliver(items: list) -> None:
+    """On the event loop: one step's outputs into their streams' queues, in order."""
+    for q, item in items:
+        q.put_nowait(item)
+
+
+def _send(outbox: Outbox) -> None:
+    for loop, items in outbox.items():
+        try:
+            loop.call_soon_threadsafe(_deliver, items)
+        except RuntimeError:  # the loop is closed; nobody is listening any more
+            pass
+
 
 class RequestStream:
     """One request's outputs: async-iterable from the loop that created it, else iterable."""
@@ -115,15 +132,14 @@ class RequestStream:
         self._squeue: queue.SimpleQueue | None = None if self._loop else queue.SimpleQueue()
         self.finished = False
 
-    def put(self, item: RequestOutput | BaseException) -> None:
-        """Called from the engine thread."""
-        if self._loop is not None:
-            try:
-                self._loop.call_soon_threadsafe(self._aqueue.put_nowait, item)
-            except RuntimeError:  # the loop is closed; nobody is listening any more
-                pass
-        else:
+    def put(self, item: RequestOutput | BaseException, outbox: Outbox | None = None) -> None:
+        """Called from the engine thread; with `outbox`, the item waits for the step's send."""
+        if self._loop is None:
             self._squeue.put(item)
+        elif outbox is not None:
+            outbox.setdefault(self._loop, []).append((self._aqueue, item))
+        else:
+            _send({self._loop: [(self._aqueue, item)]})
 
     def _unwrap(self, item):
         if isinstance(item, BaseException):
@@ -184,7 +200,7 @@ class LLMEngine:
         self.config = cfg = config or EngineConfig()
         self.num_ctx = max(4, min(cfg.num_ctx, loaded.max_context))
         num_blocks = cfg.num_kv_blocks or max(
-            1, cfg.kv_memory_bytes // kv_block_bytes(loaded.config, cfg.block_size, loaded.dtype)
+            1, cfg.kv_memory_bytes // kv_block_bytes(loaded.config, cfg.block_size, kv_dtype(loaded))
         )
         # A lone sequence must always fit, or preemption could never make room for it.
         self.num_ctx = min(self.num_ctx, num_blocks * cfg.block_size)
@@ -416,11 +432,23 @@ class LLMEngine:
 
     def step(self) -> None:
         """Take new commands, schedule, run one forward, and process its tokens."""
-        self._drain_commands(block=False)
-        INJECTOR.check(self.config.name)
-        batch = self.scheduler.schedule()
-        if batch.is_empty:
-            return
+        timer = self.runner.timer
+        with timer.section("schedule"):
+            self._drain_commands(block=False)
+            INJECTOR.check(self.config.name)
+            batch = self.scheduler.schedule()
+            if batch.is_empty:
+                return
+            chunks = self._chunks(batch)
+        sampled, logprobs = self.runner.execute_with_logprobs(chunks)
+        with timer.section("emit"):
+            outbox: Outbox = {}
+            try:
+                self._update(batch, sampled, logprobs, outbox)
+            finally:
+                _send(outbox)
+
+    def _chunks(self, batch: ScheduledBatch) -> list[SeqChunk]:
         now = time.perf_counter_ns()
         chunks = []
         for seq, n in batch.entries:
@@ -438,11 +466,10 @@ class LLMEngine:
                 constraint=seq.constraint,
                 lora_slot=seq.lora_slot,
             ))
-        sampled, logprobs = self.runner.execute_with_logprobs(chunks)
-        self._update(batch, sampled, logprobs)
+        return chunks
 
     def _update(self, batch: ScheduledBatch, sampled: list[int | None],
-                logprobs: list[Logprobs | None]) -> None:
+                logprobs: list[Logprobs | None], outbox: Outbox) -> None:
         now = time.perf_counter_ns()
         for (seq, n), token, lp in zip(batch.entries, sampled, logprobs):
             seq.num_computed_tokens += n
@@ -456,36 +483,37 @@ class LLMEngine:
             else:
                 seq.inter_token_ns.append(now - seq.last_token_ns)
             seq.last_token_ns = now
-            self._on_token(seq, token, now, lp)
+            self._on_token(seq, token, now, lp, outbox)
 
-    def _on_token(self, seq: Sequence, token: int, now: int, lp: Logprobs | None) -> None:
+    def _on_token(self, seq: Sequence, token: int, now: int, lp: Logprobs | None,
+                  outbox: Outbox) -> None:
         lps = [lp] if lp is not None else []
         if token in self.eos_token_ids:
             seq.output_token_ids.append(token)
-            self._emit(seq, seq.detokenizer.flush(), token, lps, now, "stop")
+            self._emit(seq, seq.detokenizer.flush(), token, lps, now, "stop", outbox)
             return
         seq.append_token(token)
         text = seq.detokenizer.add(token)
         params = seq.params
         if seq.detokenizer.stopped:
-            self._emit(seq, text, token, lps, now, "stop")
+            self._emit(seq, text, token, lps, now, "stop", outbox)
         elif 0 <= params.num_predict <= seq.num_output_tokens or (
             params.num_predict < 0 and seq.num_output_tokens >= 10 * self.num_ctx
         ):
-            self._emit(seq, text + seq.detokenizer.flush(), token, lps, now, "length")
+            self._emit(seq, text + seq.detokenizer.flush(), token, lps, now, "length", outbox)
         elif seq.num_tokens > self.num_ctx:
             if self.config.context_shift:
                 seq.token_ids = self._shift(seq.token_ids, seq.num_keep,
                                             (seq.num_tokens - seq.num_keep) // 2)
                 self.scheduler.recompute(seq)
-                self._emit(seq, text, token, lps, now, None)
+                self._emit(seq, text, token, lps, now, None, outbox)
             else:
-                self._emit(seq, text + seq.detokenizer.flush(), token, lps, now, "length")
+                self._emit(seq, text + seq.detokenizer.flush(), token, lps, now, "length", outbox)
         else:
-            self._emit(seq, text, token, lps, now, None)
+            self._emit(seq, text, token, lps, now, None, outbox)
 
     def _emit(self, seq: Sequence, text: str, token: int, logprobs: list[Logprobs], now: int,
-              reason: str | None) -> None:
+              reason: str | None, outbox: Outbox) -> None:
         out = RequestOutput(request_id=seq.request_id, text=text, token_ids=[token], logprobs=logprobs)
         if reason is not None:
             out.finished, out.done_reason = True, reason
@@ -494,7 +522,7 @@ class LLMEngine:
             out.prompt_eval_duration = seq.first_token_ns - seq.first_scheduled_ns
             out.eval_duration = now - seq.first_token_ns
             self._finish(seq, reason)
-        seq.stream.put(out)
+        seq.stream.put(out, outbox)
 
     def _finish(self, seq: Sequence, reason: str) -> None:
         if seq.is_finished:

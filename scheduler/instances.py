@@ -22,6 +22,7 @@ import torch
 from backends.embedder import Embedder, max_length_from_dir, pooling_from_dir
 from backends.loader import LoadedModel, LoadOptions, linked_dir, load_gguf, load_safetensors
 from backends.lora import load_adapter
+from backends.model_runner import kv_dtype
 from registry.errors import APIError
 from scheduler.engine import EngineConfig, LLMEngine
 from scheduler.estimate import ModelShape, estimate_bytes
@@ -41,6 +42,7 @@ class InstanceConfig:
     max_num_batched_tokens: int = 512
     block_size: int = 16
     max_loras: int = 4  # LoRA slots of each generative engine
+    kv_cache_type: str = ""  # OLLAMA_KV_CACHE_TYPE (kv_cache_dtype); "": the loader's choice
     listener: StatsListener = NO_STATS  # told of every finished request
 
 
@@ -116,11 +118,34 @@ def _dtype_name(torch_device: str) -> str:
     return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")  # Ollama's OLLAMA_KV_CACHE_TYPE values
+
+
+def kv_cache_dtype(kv_cache_type: str, device: torch.device) -> torch.dtype | None:
+    """OLLAMA_KV_CACHE_TYPE as the KV cache's dtype; None (unset, unknown): the loader's choice.
+
+    Every named type is half precision: bf16 on CPU (its fp16 arithmetic is slow), bf16 or fp16
+    on CUDA. 8- and 4-bit KV caches are not implemented; q8_0 and q4_0 get half precision too.
+    """
+    if kv_cache_type not in KV_CACHE_TYPES:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
 class InstanceFactory:
     """The loader and estimator residency is built with, for registry models."""
 
     def __init__(self, config: InstanceConfig):
         self.config = config
+        kv_type = config.kv_cache_type
+        if kv_type and kv_type not in KV_CACHE_TYPES:
+            log.warning("OLLAMA_KV_CACHE_TYPE=%s is not one of %s; ignored", kv_type,
+                        ", ".join(KV_CACHE_TYPES))
+        elif kv_type in ("q8_0", "q4_0"):
+            log.warning("OLLAMA_KV_CACHE_TYPE=%s: 8- and 4-bit KV caches are not implemented; "
+                        "the KV cache is half precision (as f16)", kv_type)
 
     def _kv_tokens(self, model: Any, options: RunnerOptions) -> int:
         """The pool for num_ctx tokens per slot; num_ctx past the model's trained context is
@@ -137,12 +162,13 @@ class InstanceFactory:
         shape = ModelShape.from_kv(meta.architecture, meta.kv, meta.parameter_count)
         dtype = _dtype_name("cuda" if torch.cuda.is_available() else "cpu")
         dtype_bytes = 4.0 if dtype == "float32" else 2.0
+        kv_bytes = 2.0 if self.config.kv_cache_type in KV_CACHE_TYPES else dtype_bytes
         quantize = ref.model.config.quantize.upper()
         weights = ("int8" if quantize.startswith("Q8") else "nf4") if quantize else dtype
         encoder = _is_encoder(ref.model)
         kv_tokens = 0 if encoder else self._kv_tokens(ref.model, options)
         max_seqs = 1 if encoder else max(16, self.config.num_parallel)
-        return estimate_bytes(shape, weights, kv_tokens, dtype_bytes,
+        return estimate_bytes(shape, weights, kv_tokens, kv_bytes,
                               self.config.max_num_batched_tokens, max_seqs)
 
     def load(self, ref: ModelRef, options: RunnerOptions, placement: Placement) -> ModelInstance:
@@ -166,9 +192,12 @@ class InstanceFactory:
         else:
             loaded = load_gguf(model.weights_path, model.manifest.layers_of(
                 "application/vnd.ollama.image.model")[0].digest.split(":")[1], opts)
+        asked = kv_cache_dtype(self.config.kv_cache_type, loaded.device)
+        if asked is not None:  # OLLAMA_KV_CACHE_TYPE wins over the loader's choice
+            loaded.kv_cache_dtype = asked
         kv_bytes = self._kv_tokens(ref.model, options) * ModelShape.from_kv(
             model.metadata.architecture, model.metadata.kv, 0
-        ).kv_bytes_per_token(loaded.model.dtype.itemsize) if model.metadata else 1 << 28
+        ).kv_bytes_per_token(kv_dtype(loaded).itemsize) if model.metadata else 1 << 28
         engine = LLMEngine(loaded, EngineConfig(
             block_size=self.config.block_size,
             kv_memory_bytes=max(kv_bytes, 1 << 20),

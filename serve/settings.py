@@ -114,6 +114,7 @@ class Settings:
     devices: str = ""
     replicas: int = 1
     max_loras: int = 4  # LoRA adapters resident per loaded base model (CORRAL_MAX_LORAS)
+    kv_cache_type: str = ""  # OLLAMA_KV_CACHE_TYPE: f16 | q8_0 | q4_0; "": the loader's choice
     debug: bool = False
     trace: bool = False  # OLLAMA_DEBUG=2: uvicorn's trace log, every ASGI message (redacted)
     # Registries (pull/push): basic credentials per host from CORRAL_REGISTRY_AUTH
@@ -191,6 +192,7 @@ class Settings:
             devices=_var(env, "CORRAL_DEVICES"),
             replicas=max(1, _int(env, "CORRAL_REPLICAS", 1)),
             max_loras=max(1, _int(env, "CORRAL_MAX_LORAS", 4)),
+            kv_cache_type=_var(env, "OLLAMA_KV_CACHE_TYPE").strip().lower(),
             debug=_bool(env, "OLLAMA_DEBUG"),
             trace=_int(env, "OLLAMA_DEBUG", 0) >= 2,
             registry_auth=tuple((host, user, pw) for host, (user, pw) in
