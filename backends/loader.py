@@ -231,7 +231,8 @@ def _finish(model: Any, tokenizer: Any, device: torch.device, dtype: torch.dtype
 
 
 def load_pretrained_dir(model_dir: Path, opts: LoadOptions,
-                        kind: Literal["causal", "encoder"] = "causal") -> LoadedModel:
+                        kind: Literal["causal", "encoder"] = "causal",
+                        written_here: bool = False) -> LoadedModel:
     from transformers import AutoModel, AutoModelForCausalLM
 
     device = torch.device(opts.device)
@@ -247,7 +248,7 @@ def load_pretrained_dir(model_dir: Path, opts: LoadOptions,
     model = auto.from_pretrained(str(model_dir), **kwargs)
     if "device_map" not in kwargs:
         model = model.to(device)
-    return _finish(model, load_tokenizer(model_dir), device, dtype, kind)
+    return _finish(model, load_tokenizer(model_dir, written_here), device, dtype, kind)
 
 
 PACKED_FILES = ("packed.json", "weights.safetensors", "config.json")
@@ -295,15 +296,29 @@ def load_packed_dir(directory: Path, opts: LoadOptions) -> LoadedModel:
     model = assemble(config, specs, load_file(str(directory / "weights.safetensors")), table)
     table.save()
     model.generation_config = GenerationConfig.from_pretrained(str(directory))
-    tokenizer = load_tokenizer(directory)
+    tokenizer = load_tokenizer(directory, written_here=True)
     return _finish(model, tokenizer, torch.device("cpu"), torch.float32, "causal",
                    kv_cache_dtype=torch.bfloat16, weights="packed")
 
 
-def load_tokenizer(directory: Path) -> Any:
-    from transformers import AutoTokenizer
+def load_tokenizer(directory: Path, written_here: bool = False) -> Any:
+    """The tokenizer of a model directory. One this loader wrote (a converted or packed cache
+    entry: tokenizer.json plus a plain tokenizer_config.json) is built straight from
+    tokenizer.json by `tokenizers`: AutoTokenizer would rebuild a model-specific class from the
+    same file parsed again in Python, twice the time of a warm load for the same tokenizer."""
+    import transformers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    return AutoTokenizer.from_pretrained(str(directory))
+    file, config_file = directory / "tokenizer.json", directory / "tokenizer_config.json"
+    if not (written_here and file.is_file() and config_file.is_file()):
+        return AutoTokenizer.from_pretrained(str(directory))
+    kwargs = json.loads(config_file.read_text())
+    cls = getattr(transformers, str(kwargs.pop("tokenizer_class", "")), None)
+    for key in ("backend", "is_local", "local_files_only", "auto_map"):
+        kwargs.pop(key, None)
+    if cls is not None:  # a class attribute the generic class lacks (gemma pads left)
+        kwargs.setdefault("padding_side", cls.padding_side)
+    return PreTrainedTokenizerFast(tokenizer_file=str(file), name_or_path=str(directory), **kwargs)
 
 
 def _cached_load(build: Any, load: Any, what: str) -> LoadedModel:
@@ -327,7 +342,7 @@ def load_gguf(gguf_path: Path, digest: str, opts: LoadOptions) -> LoadedModel:
         return _cached_load(lambda rebuild: packed_dir(gguf_path, digest, opts.cache_dir, rebuild),
                             lambda d: load_packed_dir(d, opts), "packed")
     return _cached_load(lambda rebuild: converted_dir(gguf_path, digest, opts.cache_dir, rebuild),
-                        lambda d: load_pretrained_dir(d, opts), "converted")
+                        lambda d: load_pretrained_dir(d, opts, written_here=True), "converted")
 
 
 def load_safetensors(files: Mapping[str, Path], opts: LoadOptions,

@@ -31,8 +31,10 @@ def empty_model(config: Any) -> nn.Module:
     """The model class with parameters on the meta device (buffers such as rotary tables real)."""
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
 
-    with init_empty_weights(include_buffers=False):
+    # Random init is wasted on weights about to be assigned (and most of a warm load's time).
+    with init_empty_weights(include_buffers=False), no_init_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     return model.eval()
 
