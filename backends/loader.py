@@ -231,8 +231,7 @@ def _finish(model: Any, tokenizer: Any, device: torch.device, dtype: torch.dtype
 
 
 def load_pretrained_dir(model_dir: Path, opts: LoadOptions,
-                        kind: Literal["causal", "encoder"] = "causal",
-                        written_here: bool = False) -> LoadedModel:
+                        kind: Literal["causal", "encoder"] = "causal") -> LoadedModel:
     from transformers import AutoModel, AutoModelForCausalLM
 
     device = torch.device(opts.device)
@@ -248,6 +247,7 @@ def load_pretrained_dir(model_dir: Path, opts: LoadOptions,
     model = auto.from_pretrained(str(model_dir), **kwargs)
     if "device_map" not in kwargs:
         model = model.to(device)
+    written_here = Path(model_dir).parent == Path(opts.cache_dir) / "converted"
     return _finish(model, load_tokenizer(model_dir, written_here), device, dtype, kind)
 
 
@@ -342,7 +342,7 @@ def load_gguf(gguf_path: Path, digest: str, opts: LoadOptions) -> LoadedModel:
         return _cached_load(lambda rebuild: packed_dir(gguf_path, digest, opts.cache_dir, rebuild),
                             lambda d: load_packed_dir(d, opts), "packed")
     return _cached_load(lambda rebuild: converted_dir(gguf_path, digest, opts.cache_dir, rebuild),
-                        lambda d: load_pretrained_dir(d, opts, written_here=True), "converted")
+                        lambda d: load_pretrained_dir(d, opts), "converted")
 
 
 def load_safetensors(files: Mapping[str, Path], opts: LoadOptions,
