@@ -34,6 +34,23 @@ class Blocks:
     def take_rows(self, order: np.ndarray) -> "Blocks":
         return Blocks(self.codes[order], self.scale[order], self.offset[order], self.group)
 
+    def as_nibble_pair(self) -> "Blocks":
+        """Codes of up to 8 bits (groups of 32) as 4-bit ones over twice the columns, exactly:
+        code c is (c & 15) in the first half and (c >> 4) at 16x the scale in the second, so
+        x @ W.T == [x, x] @ W2.T. This runs Q8_0/Q5 weights losslessly through the int4 kernel.
+        Codes are first shifted to centre on 128, so the high half's zero point (stored in
+        bf16 by torch's pack) is ~0 rather than a large value rounded."""
+        assert self.group == 32
+        top = int(self.codes.max(initial=0))
+        span = 1 << max(top, 1).bit_length()
+        shift = 128 - span // 2
+        codes = self.codes.astype(np.uint16) + shift
+        assert int(codes.max(initial=0)) < 256
+        offset = self.offset - shift * self.scale
+        return Blocks(np.concatenate([codes & 0x0F, codes >> 4], 1).astype(np.uint8),
+                      np.concatenate([self.scale, 16 * self.scale], 1),
+                      np.concatenate([np.zeros_like(offset), offset], 1), self.group)
+
 
 def _f16(raw: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(raw).view(np.float16).astype(np.float32)[..., 0]

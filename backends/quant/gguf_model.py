@@ -81,6 +81,11 @@ def read_packed(gguf_path: Path) -> tuple[Any, dict[str, Spec], dict[str, torch.
     model = empty_model(config)
     key_map = get_gguf_hf_weights_map(model, processor)
     modules = dict(model.named_modules())
+    names = {id(m): n for n, m in modules.items()}
+    head_name = names.get(id(model.get_output_embeddings()))
+    embed_name = names.get(id(model.get_input_embeddings()))
+    tied = head_name is not None and f"{head_name}.weight" not in {
+        key_map.get(t.name) for t in reader.tensors}
     specs: dict[str, Spec] = {}
     tensors: dict[str, torch.Tensor] = {}
     for t in reader.tensors:
@@ -111,7 +116,11 @@ def read_packed(gguf_path: Path) -> tuple[Any, dict[str, Spec], dict[str, torch.
                              w if blocks is None else None)
         specs[module_name] = spec
         tensors.update({f"{module_name}.{k}": v for k, v in stored.items()})
-    _tie_head(model, specs)
+        if module_name == embed_name and tied:
+            specs[head_name] = _tied_head(head_name, modules[head_name], blocks, embed_name,
+                                          tensors)
+    if head_name in specs:
+        specs[head_name]["exact"] = True
     return config, specs, tensors
 
 
@@ -132,19 +141,17 @@ def _pack(module: nn.Module, qtype: Any, blocks: Blocks | None,
     return spec, stored
 
 
-def _tie_head(model: nn.Module, specs: dict[str, Spec]) -> None:
-    """The LM head packed with the embedding when the GGUF has no separate output tensor."""
-    head = model.get_output_embeddings()
-    embed = model.get_input_embeddings()
-    names = {id(m): n for n, m in model.named_modules()}
-    head_name, embed_name = names.get(id(head)), names.get(id(embed))
-    if head_name is None:
-        return
-    if head_name in specs:
-        specs[head_name]["exact"] = True
-    elif embed_name in specs:
-        specs[head_name] = {"kind": "linear", "fmt": "int8", "in": head.in_features,
-                            "out": head.out_features, "exact": True, "tied_to": embed_name}
+def _tied_head(name: str, head: nn.Linear, blocks: Blocks | None, embed_name: str,
+               tensors: dict[str, torch.Tensor]) -> Spec:
+    """The LM head when the GGUF ties it to the embedding (no output tensor). The head picks
+    every token, so where the codes allow it runs them exactly as a nibble pair through the
+    int4 kernel (its own copy); otherwise it shares the embedding's int8 rows."""
+    spec: Spec = {"kind": "linear", "in": head.in_features, "out": head.out_features}
+    if blocks is not None and blocks.group == 32 and head.in_features % 64 == 0:
+        pair = int4_tensors(blocks.as_nibble_pair())
+        tensors.update({f"{name}.{k}": v for k, v in pair.items()})
+        return {**spec, "fmt": "int4_pair"}
+    return {**spec, "fmt": "int8", "tied_to": embed_name}
 
 
 def assemble(config: Any, specs: dict[str, Spec], tensors: dict[str, torch.Tensor],

@@ -49,20 +49,27 @@ def int8_dynamic(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch._int_mm(xi, w["qweight"].t()) * s * w["qscale"]
 
 
+def int4_pair_weight_only(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A nibble-pair weight (blocks.as_nibble_pair): one int4 matmul over [x, x]."""
+    return int4_weight_only(torch.cat([x, x], -1), w)
+
+
 KERNELS: dict[str, Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]] = {
     "int4_weight_only": int4_weight_only,
     "int8_weight_only": int8_weight_only,
     "int8_dynamic": int8_dynamic,
+    "int4_pair_weight_only": int4_pair_weight_only,
 }
 # Candidates per format; `exact` layers (the LM head, whose logits pick tokens) exclude
 # kernels that quantize activations.
-CANDIDATES = {"int4": ("int4_weight_only",), "int8": ("int8_weight_only", "int8_dynamic")}
-WEIGHT_ONLY = frozenset({"int4_weight_only", "int8_weight_only"})
+CANDIDATES = {"int4": ("int4_weight_only",), "int4_pair": ("int4_pair_weight_only",),
+              "int8": ("int8_weight_only", "int8_dynamic")}
+WEIGHT_ONLY = frozenset({"int4_weight_only", "int4_pair_weight_only", "int8_weight_only"})
 
 
 def runtime_tensors(fmt: str, stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """What the kernels read, derived from the stored (portable) tensors."""
-    if fmt == "int4":
+    if fmt in ("int4", "int4_pair"):
         return {"int4pack": cpu_int4_pack(stored["nibbles"]), "scale_zeros": stored["scale_zeros"]}
     return {"qweight": stored["qweight"], "qscale": stored["qscale"],
             "qscale_bf16": stored["qscale"].to(torch.bfloat16)}

@@ -16,10 +16,11 @@ class PackedLinear(nn.Module):
                  bias: torch.Tensor | None = None, exact: bool = False):
         super().__init__()
         self.fmt, self.in_features, self.out_features = fmt, in_features, out_features
-        self.stored = stored  # portable tensors: what the cache keeps
+        # What the kernels read; the portable int4 nibbles are dropped once packed for this CPU.
         self.w = runtime_tensors(fmt, stored)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
         self.kernels = table.choose(fmt, out_features, in_features, exact=exact)
+        self.stored = {} if "int4pack" in self.w else stored
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
@@ -54,7 +55,7 @@ def packed_nbytes(model: nn.Module) -> int:
     """Bytes of the packed tensors and float parameters, each shared tensor counted once."""
     seen: dict[int, int] = {}
     for module in model.modules():
-        for t in getattr(module, "stored", {}).values():
+        for t in [*getattr(module, "stored", {}).values(), *getattr(module, "w", {}).values()]:
             seen[t.data_ptr()] = t.numel() * t.element_size()
     for p in list(model.parameters()) + list(model.buffers()):
         seen[p.data_ptr()] = p.numel() * p.element_size()

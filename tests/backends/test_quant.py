@@ -21,6 +21,7 @@ from backends.quant.blocks import decode
 from backends.quant.gguf_model import _pack, assemble
 from backends.quant.kernels import CANDIDATES, KernelTable
 from backends.quant.modules import PackedEmbedding, PackedLinear
+from backends.quant.pack import int4_tensors
 from tests.backends.quant_cases import QTYPES, write_and_read
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,6 +93,21 @@ def test_embedding_gathers_rows_and_the_tied_head_shares_them(tmp_path):
     assert head.w["qweight"].data_ptr() == emb.stored["qweight"].data_ptr()
     x = torch.randn(2, 64)
     assert _rel_err(head(x), x @ ref.T) < 0.03
+
+
+@pytest.mark.parametrize("qtype", [q for q in QTYPES if q.name in ("Q5_0", "Q8_0", "Q5_K")],
+                         ids=lambda q: q.name)
+def test_nibble_pairs_run_8_bit_codes_exactly_through_the_int4_kernel(qtype, tmp_path):
+    t = write_and_read(tmp_path / "w.gguf", qtype)
+    rows, cols = int(t.shape[1]), int(t.shape[0])
+    blocks = decode(t.data, qtype, rows, cols)
+    pair = blocks.as_nibble_pair()
+    np.testing.assert_allclose(pair.dequantize()[:, :cols] + pair.dequantize()[:, cols:],
+                               blocks.dequantize(), rtol=1e-6, atol=1e-6)  # float32 rounding
+    layer = PackedLinear("int4_pair", cols, rows, int4_tensors(pair), KernelTable())
+    x = torch.randn(5, cols)
+    # Only bf16 rounding (activations, group scales) remains: tighter than per-row int8.
+    assert _rel_err(layer(x), x @ _reference(t).T) < 0.015
 
 
 def _tiny_packed(tmp_path):
