@@ -103,17 +103,15 @@ def read_packed(gguf_path: Path) -> tuple[Any, dict[str, Spec], dict[str, torch.
         hf_name, order = _row_order(processor, t.name, rows, key_map)
         if hf_name not in key_map:
             continue
-        param = key_map[hf_name]
-        module_name = param.rpartition(".")[0]
-        blocks = decode(t.data, t.tensor_type, rows, cols)
+        module_name = key_map[hf_name].rpartition(".")[0]
+        blocks, dense = decode(t.data, t.tensor_type, rows, cols), None
         if order is not None:
             blocks = blocks.take_rows(order)
-        else:
-            w = processor.process(weights=blocks.dequantize(), name=t.name,
-                                  tensor_key_mapping=key_map, parsed_parameters=parsed).weights
+        else:  # a fix-up that changes values: carried over as float, requantized to int8
+            dense = processor.process(weights=blocks.dequantize(), name=t.name,
+                                      tensor_key_mapping=key_map, parsed_parameters=parsed).weights
             blocks = None
-        spec, stored = _pack(modules[module_name], t.tensor_type, blocks,
-                             w if blocks is None else None)
+        spec, stored = _pack(modules[module_name], t.tensor_type, blocks, dense)
         specs[module_name] = spec
         tensors.update({f"{module_name}.{k}": v for k, v in stored.items()})
         if module_name == embed_name and tied:

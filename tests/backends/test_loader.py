@@ -161,3 +161,18 @@ def test_a_corrupted_blob_is_a_clear_error(tmp_path, monkeypatch):
             load_gguf(blob, name, LoadOptions(cache_dir=tmp_path))
         assert f"model blob {digest} is corrupted" in err.value.message
     assert not (tmp_path / "converted" / digest.replace(":", "-")).exists()
+
+
+def test_gguf_weights_setting_is_read_once_and_reaches_load_options(tmp_path):
+    from scheduler.instances import InstanceConfig
+    from serve.services import build_residency
+    from serve.settings import Settings
+
+    assert Settings.from_env({}).gguf_weights == "float"
+    assert Settings.from_env({"CORRAL_GGUF_WEIGHTS": "Packed"}).gguf_weights == "packed"
+    assert Settings.from_env({"CORRAL_GGUF_WEIGHTS": "int3"}).gguf_weights == "float"
+    assert InstanceConfig(cache_dir=tmp_path).gguf_weights == "float"
+    settings = Settings.from_env({"CORRAL_GGUF_WEIGHTS": "packed", "CORRAL_CACHE": str(tmp_path),
+                                  "HOME": str(tmp_path)})
+    factory = build_residency(settings).loader.__self__  # InstanceFactory.load, bound
+    assert factory.config.gguf_weights == "packed"
