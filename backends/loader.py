@@ -1,8 +1,11 @@
 """Loading models into memory: causal LMs from GGUF or safetensors, encoders for embeddings.
 
-GGUF goes through transformers' GGUF support (dequantizing every tensor), which is slow, so the
+GGUF weights sit in memory either as float ("float") or packed ("packed", LoadOptions.weights).
+Float goes through transformers' GGUF support (dequantizing every tensor), which is slow, so the
 result is converted once into a safetensors directory keyed by the blob digest under
-`<cache_dir>/converted/<digest>/` and later loads read that directly. Safetensors models arrive
+`<cache_dir>/converted/<digest>/` and later loads read that directly. Packed reads the quantized
+blocks themselves (backends/quant) and caches the packed tensors under
+`<cache_dir>/packed/<digest>/` the same way. Safetensors models arrive
 as a mapping {file name in the model -> blob path}; they get a directory of symlinks under
 `<cache_dir>/linked/<key>/` so `from_pretrained` can read them in place.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import re
@@ -41,6 +45,8 @@ class LoadOptions:
     quantize: str = ""
     # A model split over devices: accelerate's max_memory ({"0": bytes, "1": bytes, "cpu": ...}).
     max_memory: dict[str, int] | None = None
+    # GGUF weights in memory: "float" (dequantized) or "packed" (backends/quant).
+    weights: str = "float"
 
 
 def quantization_config(quantize: str, compute_dtype: torch.dtype) -> Any:
@@ -209,7 +215,7 @@ def _max_context(config: Any) -> int:
 
 
 def _finish(model: Any, tokenizer: Any, device: torch.device, dtype: torch.dtype,
-            kind: Literal["causal", "encoder"]) -> LoadedModel:
+            kind: Literal["causal", "encoder"], **extra: Any) -> LoadedModel:
     model.eval()
     return LoadedModel(
         model=model,
@@ -220,12 +226,13 @@ def _finish(model: Any, tokenizer: Any, device: torch.device, dtype: torch.dtype
         max_context=_max_context(model.config),
         eos_token_ids=_eos_ids(model, tokenizer) if kind == "causal" else [],
         kind=kind,
+        **extra,
     )
 
 
 def load_pretrained_dir(model_dir: Path, opts: LoadOptions,
                         kind: Literal["causal", "encoder"] = "causal") -> LoadedModel:
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM
 
     device = torch.device(opts.device)
     dtype = opts.dtype or default_dtype(device)
@@ -240,21 +247,102 @@ def load_pretrained_dir(model_dir: Path, opts: LoadOptions,
     model = auto.from_pretrained(str(model_dir), **kwargs)
     if "device_map" not in kwargs:
         model = model.to(device)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    return _finish(model, tokenizer, device, dtype, kind)
+    written_here = Path(model_dir).parent == Path(opts.cache_dir) / "converted"
+    return _finish(model, load_tokenizer(model_dir, written_here), device, dtype, kind)
+
+
+PACKED_FILES = ("packed.json", "weights.safetensors", "config.json")
+
+
+def write_packed(gguf_path: Path, out_dir: Path) -> None:
+    """The packed form of a GGUF file: its tensors (packed and float) in one safetensors file,
+    the module specs, config, generation config and tokenizer; packed.json last."""
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from backends.quant.gguf_model import read_packed
+
+    config, specs, tensors = read_packed(gguf_path)
+    config.save_pretrained(out_dir)
+    GenerationConfig.from_model_config(config).save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name).save_pretrained(
+        out_dir)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "weights.safetensors"))
+    (out_dir / "packed.json").write_text(json.dumps(specs, indent=1, sort_keys=True))
+
+
+def packed_dir(gguf_path: Path, digest: str, cache_dir: Path, rebuild: bool = False) -> Path:
+    """The packed cache entry for a GGUF blob, built the first time (or again when `rebuild`)."""
+    final = Path(cache_dir) / "packed" / digest.replace(":", "-")
+    if rebuild:
+        shutil.rmtree(final, ignore_errors=True)
+    if all((final / name).is_file() for name in PACKED_FILES):
+        return final
+    verify_blob(Path(gguf_path), digest)
+    log.info("packing %s into %s", gguf_path, final)
+    return _atomic_dir(final, lambda tmp: write_packed(Path(gguf_path), tmp))
+
+
+def load_packed_dir(directory: Path, opts: LoadOptions) -> LoadedModel:
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, GenerationConfig
+
+    from backends.quant.gguf_model import assemble
+    from backends.quant.kernels import KernelTable
+
+    specs = json.loads((directory / "packed.json").read_text())
+    config = AutoConfig.from_pretrained(str(directory))
+    table = KernelTable(Path(opts.cache_dir) / "packed" / "kernels.json")
+    model = assemble(config, specs, load_file(str(directory / "weights.safetensors")), table)
+    table.save()
+    model.generation_config = GenerationConfig.from_pretrained(str(directory))
+    tokenizer = load_tokenizer(directory, written_here=True)
+    return _finish(model, tokenizer, torch.device("cpu"), torch.float32, "causal",
+                   kv_cache_dtype=torch.bfloat16, weights="packed")
+
+
+def load_tokenizer(directory: Path, written_here: bool = False) -> Any:
+    """The tokenizer of a model directory. One this loader wrote (a converted or packed cache
+    entry: tokenizer.json plus a plain tokenizer_config.json) is built straight from
+    tokenizer.json by `tokenizers`: AutoTokenizer would rebuild a model-specific class from the
+    same file parsed again in Python, twice the time of a warm load for the same tokenizer."""
+    import transformers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    file, config_file = directory / "tokenizer.json", directory / "tokenizer_config.json"
+    if not (written_here and file.is_file() and config_file.is_file()):
+        return AutoTokenizer.from_pretrained(str(directory))
+    kwargs = json.loads(config_file.read_text())
+    cls = getattr(transformers, str(kwargs.pop("tokenizer_class", "")), None)
+    for key in ("backend", "is_local", "local_files_only", "auto_map"):
+        kwargs.pop(key, None)
+    if cls is not None:  # a class attribute the generic class lacks (gemma pads left)
+        kwargs.setdefault("padding_side", cls.padding_side)
+    return PreTrainedTokenizerFast(tokenizer_file=str(file), name_or_path=str(directory), **kwargs)
+
+
+def _cached_load(build: Any, load: Any, what: str) -> LoadedModel:
+    """Load from a cache entry (`build(rebuild)` gives its directory). An entry that doesn't
+    load (truncated, flipped bytes, half-deleted) is derived data: rebuilt once."""
+    directory = build(False)
+    try:
+        return load(directory)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        log.warning("%s cache %s does not load (%s: %s); building it again",
+                    what, directory, type(err).__name__, err)
+    return load(build(True))
 
 
 def load_gguf(gguf_path: Path, digest: str, opts: LoadOptions) -> LoadedModel:
-    """A causal LM from a GGUF blob, through the safetensors conversion cache. A cache entry
-    that doesn't load (truncated, flipped bytes, half-deleted) is derived data: rebuilt once."""
-    directory = converted_dir(Path(gguf_path), digest, opts.cache_dir)
-    try:
-        return load_pretrained_dir(directory, opts)
-    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
-        log.warning("converted cache %s does not load (%s: %s); converting again",
-                    directory, type(err).__name__, err)
-    directory = converted_dir(Path(gguf_path), digest, opts.cache_dir, rebuild=True)
-    return load_pretrained_dir(directory, opts)
+    """A causal LM from a GGUF blob, through the packed or the safetensors conversion cache."""
+    gguf_path = Path(gguf_path)
+    # The packed kernels are torch's CPU ones; a model placed on (or split over) an
+    # accelerator keeps float weights.
+    if opts.weights == "packed" and torch.device(opts.device).type == "cpu" and not opts.max_memory:
+        return _cached_load(lambda rebuild: packed_dir(gguf_path, digest, opts.cache_dir, rebuild),
+                            lambda d: load_packed_dir(d, opts), "packed")
+    return _cached_load(lambda rebuild: converted_dir(gguf_path, digest, opts.cache_dir, rebuild),
+                        lambda d: load_pretrained_dir(d, opts), "converted")
 
 
 def load_safetensors(files: Mapping[str, Path], opts: LoadOptions,

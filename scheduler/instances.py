@@ -44,6 +44,7 @@ class InstanceConfig:
     max_loras: int = 4  # LoRA slots of each generative engine
     kv_cache_type: str = ""  # OLLAMA_KV_CACHE_TYPE (kv_cache_dtype); "": the loader's choice
     listener: StatsListener = NO_STATS  # told of every finished request
+    gguf_weights: str = "float"  # "float" | "packed" (backends/quant), for GGUF models
 
 
 @dataclass(eq=False)
@@ -175,7 +176,7 @@ class InstanceFactory:
         model = ref.model
         opts = LoadOptions(
             cache_dir=self.config.cache_dir, device=placement.primary,
-            quantize=model.config.quantize,
+            quantize=model.config.quantize, weights=self.config.gguf_weights,
             max_memory=placement.max_memory() if placement.is_split else None,
         )
         if _is_encoder(model):

@@ -50,6 +50,11 @@ def _float(env: dict[str, str], key: str, default: float) -> float:
     return value if value == value and value not in (float("inf"), float("-inf")) else default
 
 
+def _choice(env: dict[str, str], key: str, allowed: tuple[str, ...], default: str) -> str:
+    value = _var(env, key).lower()
+    return value if value in allowed else default
+
+
 def _list(env: dict[str, str], key: str) -> list[str]:
     return [item.strip() for item in _var(env, key).split(",") if item.strip()]
 
@@ -154,6 +159,9 @@ class Settings:
     drain_timeout: float = 30.0  # seconds in-flight work may take after SIGTERM
     stall_timeout: float = 300.0  # seconds one engine step may take before /health fails
     log_format: str = "text"  # text | json
+    # How GGUF weights sit in memory (CORRAL_GGUF_WEIGHTS): "float" (dequantized) or "packed"
+    # (the quantized blocks repacked into torch's int4/int8 kernels, backends/quant).
+    gguf_weights: str = "float"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -217,5 +225,6 @@ class Settings:
             drain_timeout=max(0.0, _float(env, "CORRAL_DRAIN_TIMEOUT", 30.0)),
             stall_timeout=max(1.0, _float(env, "CORRAL_STALL_TIMEOUT", 300.0)),
             log_format="json" if _var(env, "CORRAL_LOG_FORMAT").lower() == "json" else "text",
+            gguf_weights=_choice(env, "CORRAL_GGUF_WEIGHTS", ("float", "packed"), "float"),
         )
 

@@ -161,3 +161,56 @@ def test_a_corrupted_blob_is_a_clear_error(tmp_path, monkeypatch):
             load_gguf(blob, name, LoadOptions(cache_dir=tmp_path))
         assert f"model blob {digest} is corrupted" in err.value.message
     assert not (tmp_path / "converted" / digest.replace(":", "-")).exists()
+
+
+def test_gguf_weights_setting_is_read_once_and_reaches_load_options(tmp_path):
+    from scheduler.instances import InstanceConfig
+    from serve.services import build_residency
+    from serve.settings import Settings
+
+    assert Settings.from_env({}).gguf_weights == "float"
+    assert Settings.from_env({"CORRAL_GGUF_WEIGHTS": "Packed"}).gguf_weights == "packed"
+    assert Settings.from_env({"CORRAL_GGUF_WEIGHTS": "int3"}).gguf_weights == "float"
+    assert InstanceConfig(cache_dir=tmp_path).gguf_weights == "float"
+    settings = Settings.from_env({"CORRAL_GGUF_WEIGHTS": "packed", "CORRAL_CACHE": str(tmp_path),
+                                  "HOME": str(tmp_path)})
+    factory = build_residency(settings).loader.__self__  # InstanceFactory.load, bound
+    assert factory.config.gguf_weights == "packed"
+
+
+def test_a_corrupted_packed_cache_is_rebuilt_once(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    blob = tmp_path / "blob.gguf"
+    blob.write_bytes(b"gguf")
+    cached = tmp_path / "packed" / "sha256-abc"
+    cached.mkdir(parents=True)
+    for name in loader.PACKED_FILES:
+        (cached / name).write_text("{}")
+    builds, loads = [], []
+
+    def build(path, out):
+        builds.append(path)
+        for name in loader.PACKED_FILES:
+            (out / name).write_text('{"rebuilt": true}')
+
+    def load(directory, opts):
+        loads.append((directory / "packed.json").read_text())
+        if "rebuilt" not in loads[-1]:
+            raise SafetensorError("Error while deserializing header: HeaderTooSmall")
+        return "loaded"
+
+    monkeypatch.setattr(loader, "write_packed", build)
+    monkeypatch.setattr(loader, "load_packed_dir", load)
+    assert load_gguf(blob, "sha256:abc", LoadOptions(cache_dir=tmp_path, weights="packed")) == "loaded"
+    assert builds == [blob] and len(loads) == 2
+
+
+def test_packing_refuses_a_corrupted_blob(tmp_path):
+    from registry.errors import APIError
+
+    blob = tmp_path / "blob.gguf"
+    blob.write_bytes(b"not the bytes the digest names")
+    with pytest.raises(APIError, match="corrupted"):
+        loader.packed_dir(blob, "sha256:" + "0" * 64, tmp_path)
+    assert not (tmp_path / "packed" / ("sha256-" + "0" * 64)).exists()

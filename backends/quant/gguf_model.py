@@ -1,0 +1,178 @@
+"""A causal LM built from a GGUF file with its linear weights and embedding packed straight from
+the quantized blocks, and the packed model's portable form (what the cache stores).
+
+transformers supplies what it already knows: the config from the GGUF metadata, the model class
+(built with empty weights), the GGUF -> HF tensor names and each architecture's tensor fix-ups
+(gemma's norm offsets, llama's q/k row permutation). A fix-up that only reorders rows is
+applied to the codes by probing it with row numbers; any other falls back to the float values.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from backends.quant.blocks import DECODED, FLOAT, INT4_EXACT, Blocks, decode
+from backends.quant.kernels import KernelTable
+from backends.quant.modules import PackedEmbedding, PackedLinear
+from backends.quant.pack import int4_tensors, int8_tensors
+
+log = logging.getLogger(__name__)
+
+Spec = dict[str, Any]  # one packed module: kind, fmt, in/out features, tied_to, exact, ...
+
+
+def empty_model(config: Any) -> nn.Module:
+    """The model class with parameters on the meta device (buffers such as rotary tables real)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    # Random init is wasted on weights about to be assigned (and most of a warm load's time).
+    with init_empty_weights(include_buffers=False), no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return model.eval()
+
+
+def _float_array(tensor: Any) -> np.ndarray:
+    from gguf import GGMLQuantizationType as QT
+    data = np.asarray(tensor.data)
+    if tensor.tensor_type == QT.BF16:
+        data = (data.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    shape = [int(d) for d in reversed(tensor.shape)]
+    return data.astype(np.float32).reshape(shape)
+
+
+def _row_order(processor: Any, name: str, rows: int, key_map: dict) -> tuple[str, np.ndarray | None]:
+    """The HF name and row permutation the architecture's fix-up applies (None: not a pure
+    row reorder, so the codes can't be carried over)."""
+    probe = np.arange(rows, dtype=np.float64).reshape(rows, 1)
+    result = processor.process(weights=probe, name=name, tensor_key_mapping=key_map,
+                               parsed_parameters={})
+    order = np.asarray(result.weights).reshape(-1)
+    if order.shape == (rows,) and np.array_equal(np.sort(order), np.arange(rows)):
+        return result.name, order.astype(np.int64)
+    return result.name, None
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def read_packed(gguf_path: Path) -> tuple[Any, dict[str, Spec], dict[str, torch.Tensor]]:
+    """(config, specs, tensors) for a GGUF file: packed modules by HF module name and every
+    tensor the model needs (packed ones under `<module>.<key>`, float ones under their name)."""
+    from gguf import GGUFReader
+    from transformers import CONFIG_MAPPING
+    from transformers.modeling_gguf_pytorch_utils import (
+        TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map, load_gguf_checkpoint)
+
+    parsed = load_gguf_checkpoint(str(gguf_path), return_tensors=False)
+    config = CONFIG_MAPPING[parsed["config"]["model_type"]].from_dict(dict(parsed["config"]))
+    reader = GGUFReader(str(gguf_path))
+    arch = str(bytes(reader.fields["general.architecture"].parts[-1]), "utf-8")
+    processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=parsed["config"])
+    model = empty_model(config)
+    key_map = get_gguf_hf_weights_map(model, processor)
+    modules = dict(model.named_modules())
+    names = {id(m): n for n, m in modules.items()}
+    head_name = names.get(id(model.get_output_embeddings()))
+    embed_name = names.get(id(model.get_input_embeddings()))
+    tied = head_name is not None and f"{head_name}.weight" not in {
+        key_map.get(t.name) for t in reader.tensors}
+    specs: dict[str, Spec] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    for t in reader.tensors:
+        packable = t.tensor_type in DECODED and len(t.shape) == 2
+        if not packable and t.tensor_type not in FLOAT:
+            raise ValueError(f"GGUF tensor {t.name} has type {t.tensor_type.name}, "
+                             "which packed loading does not decode")
+        if not packable:
+            result = processor.process(weights=_float_array(t), name=t.name,
+                                       tensor_key_mapping=key_map, parsed_parameters=parsed)
+            if result.name in key_map:
+                tensors[key_map[result.name]] = torch.from_numpy(np.array(result.weights))
+            continue
+        cols, rows = int(t.shape[0]), int(t.shape[1])
+        hf_name, order = _row_order(processor, t.name, rows, key_map)
+        if hf_name not in key_map:
+            continue
+        module_name = key_map[hf_name].rpartition(".")[0]
+        blocks, dense = decode(t.data, t.tensor_type, rows, cols), None
+        if order is not None:
+            blocks = blocks.take_rows(order)
+        else:  # a fix-up that changes values: carried over as float, requantized to int8
+            dense = processor.process(weights=blocks.dequantize(), name=t.name,
+                                      tensor_key_mapping=key_map, parsed_parameters=parsed).weights
+            blocks = None
+        spec, stored = _pack(modules[module_name], t.tensor_type, blocks, dense)
+        specs[module_name] = spec
+        tensors.update({f"{module_name}.{k}": v for k, v in stored.items()})
+        if module_name == embed_name and tied:
+            specs[head_name] = _tied_head(head_name, modules[head_name], blocks, embed_name,
+                                          tensors)
+    if head_name in specs:
+        specs[head_name]["exact"] = True
+    return config, specs, tensors
+
+
+def _pack(module: nn.Module, qtype: Any, blocks: Blocks | None,
+          dense: np.ndarray | None) -> tuple[Spec, dict[str, torch.Tensor]]:
+    if isinstance(module, nn.Embedding):
+        stored = int8_tensors(blocks.dequantize() if blocks is not None else dense)
+        spec = {"kind": "embedding", "fmt": "int8", "padding_idx": module.padding_idx,
+                "embed_scale": float(getattr(module, "embed_scale", 1.0))}
+        return spec, stored
+    int4 = blocks is not None and qtype in INT4_EXACT and blocks.codes.shape[1] % 64 == 0
+    if int4:
+        stored = int4_tensors(blocks)
+    else:
+        stored = int8_tensors(blocks.dequantize() if blocks is not None else dense)
+    spec = {"kind": "linear", "fmt": "int4" if int4 else "int8", "in": module.in_features,
+            "out": module.out_features, "exact": False}
+    return spec, stored
+
+
+def _tied_head(name: str, head: nn.Linear, blocks: Blocks | None, embed_name: str,
+               tensors: dict[str, torch.Tensor]) -> Spec:
+    """The LM head when the GGUF ties it to the embedding (no output tensor). The head picks
+    every token, so where the codes allow it runs them exactly as a nibble pair through the
+    int4 kernel (its own copy); otherwise it shares the embedding's int8 rows."""
+    spec: Spec = {"kind": "linear", "in": head.in_features, "out": head.out_features}
+    if blocks is not None and blocks.group == 32 and head.in_features % 64 == 0:
+        pair = int4_tensors(blocks.as_nibble_pair())
+        tensors.update({f"{name}.{k}": v for k, v in pair.items()})
+        return {**spec, "fmt": "int4_pair"}
+    return {**spec, "fmt": "int8", "tied_to": embed_name}
+
+
+def assemble(config: Any, specs: dict[str, Spec], tensors: dict[str, torch.Tensor],
+             table: KernelTable) -> nn.Module:
+    """The model from its config and packed form: empty model, packed modules swapped in, the
+    float parameters assigned in place (no copies, no random init)."""
+    model = empty_model(config)
+    built: dict[str, dict[str, torch.Tensor]] = {}
+    for name, spec in sorted(specs.items(), key=lambda kv: "tied_to" in kv[1]):
+        source = spec.get("tied_to", name)
+        stored = built.get(source) or {k.rpartition(".")[2]: v for k, v in tensors.items()
+                                       if k.rpartition(".")[0] == source}
+        built[name] = stored
+        if spec["kind"] == "embedding":
+            module = PackedEmbedding(stored, torch.float32, spec.get("padding_idx"),
+                                     spec.get("embed_scale", 1.0))
+        else:
+            module = PackedLinear(spec["fmt"], spec["in"], spec["out"], stored, table,
+                                  exact=spec.get("exact", False))
+        _set_module(model, name, module)
+    floats = {k: v for k, v in tensors.items() if k.rpartition(".")[0] not in specs}
+    missing = [n for n, p in model.named_parameters() if p.is_meta and n not in floats]
+    if missing:
+        raise ValueError(f"packed model lacks tensors for {missing[:8]}")
+    model.load_state_dict(floats, strict=False, assign=True)
+    return model.eval()

@@ -1,0 +1,162 @@
+"""The matmul kernels over packed weights, and the choice between them per CPU and batch size.
+
+No format or kernel wins everywhere: on an AVX-512 VNNI machine int8 activations x int8 weights
+(`torch._int_mm`) are fastest for batches while weight-only kernels win single-row decode; on an
+AVX2-only CPU `_int_mm` is an order of magnitude slower than the weight-only int8 kernel. So the
+choice is measured, not assumed: each (format, shape) is timed at a decode row count and a batch
+row count on a slice of that shape, once per CPU (the result is cached in a JSON file keyed by
+the CPU's model name, torch's capability level and thread count).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from backends.quant.pack import INT4_GROUP, cpu_int4_pack
+
+log = logging.getLogger(__name__)
+
+# Row counts up to this are "decode"; above, "batch" (prefill, many sequences).
+DECODE_ROWS = 8
+_PROBE_ROWS = {"decode": 1, "batch": 32}
+_PROBE_N = 4096  # output rows of the slice each kernel is timed on
+
+
+def int4_weight_only(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), w["int4pack"], INT4_GROUP,
+                                             w["scale_zeros"])
+
+
+def int8_weight_only(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch._weight_int8pack_mm(x.to(torch.bfloat16), w["qweight"], w["qscale_bf16"])
+
+
+def int8_dynamic(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Activations quantized per row on the fly, int8 x int8 -> int32 (VNNI where present)."""
+    x = x.float()
+    s = x.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127
+    xi = torch.round(x / s).to(torch.int8)
+    return torch._int_mm(xi, w["qweight"].t()) * s * w["qscale"]
+
+
+def int4_pair_weight_only(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A nibble-pair weight (blocks.as_nibble_pair): one int4 matmul over [x, x]."""
+    return int4_weight_only(torch.cat([x, x], -1), w)
+
+
+KERNELS: dict[str, Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]] = {
+    "int4_weight_only": int4_weight_only,
+    "int8_weight_only": int8_weight_only,
+    "int8_dynamic": int8_dynamic,
+    "int4_pair_weight_only": int4_pair_weight_only,
+}
+# Candidates per format; `exact` layers (the LM head, whose logits pick tokens) exclude
+# kernels that quantize activations.
+CANDIDATES = {"int4": ("int4_weight_only",), "int4_pair": ("int4_pair_weight_only",),
+              "int8": ("int8_weight_only", "int8_dynamic")}
+WEIGHT_ONLY = frozenset({"int4_weight_only", "int4_pair_weight_only", "int8_weight_only"})
+
+
+def runtime_tensors(fmt: str, stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the kernels read, derived from the stored (portable) tensors."""
+    if fmt in ("int4", "int4_pair"):
+        return {"int4pack": cpu_int4_pack(stored["nibbles"]), "scale_zeros": stored["scale_zeros"]}
+    return {"qweight": stored["qweight"], "qscale": stored["qscale"],
+            "qscale_bf16": stored["qscale"].to(torch.bfloat16)}
+
+
+def _synthetic(fmt: str, n: int, k: int) -> dict[str, torch.Tensor]:
+    if fmt == "int4":
+        stored = {"nibbles": torch.randint(0, 256, (n, k // 2), dtype=torch.uint8),
+                  "scale_zeros": torch.rand(k // INT4_GROUP, n, 2).to(torch.bfloat16)}
+    else:
+        stored = {"qweight": torch.randint(-127, 128, (n, k), dtype=torch.int8),
+                  "qscale": torch.rand(n) / 100}
+    return runtime_tensors(fmt, stored)
+
+
+def _time(fn: Callable, x: torch.Tensor, w: dict[str, torch.Tensor]) -> float:
+    fn(x, w)
+    runs = []
+    for _ in range(3):
+        t = time.perf_counter()
+        fn(x, w)
+        runs.append(time.perf_counter() - t)
+    return statistics.median(runs)
+
+
+def cpu_key() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{name}|{torch.backends.cpu.get_cpu_capability()}|threads={torch.get_num_threads()}"
+            f"|torch={torch.__version__}")
+
+
+class KernelTable:
+    """Chosen kernel per (format, n, k, bucket), measured once per CPU and remembered on disk."""
+
+    def __init__(self, cache_file: Path | None = None, forced: str = ""):
+        self.cache_file = cache_file
+        self.forced = forced  # a kernel name that overrides every measured choice (tests)
+        self._lock = threading.Lock()
+        self._choices: dict[str, str] = {}
+        self._key = cpu_key()
+        if cache_file is not None and cache_file.is_file():
+            try:
+                self._choices = json.loads(cache_file.read_text()).get(self._key, {})
+            except (OSError, ValueError):
+                self._choices = {}
+
+    def choose(self, fmt: str, n: int, k: int, exact: bool = False) -> dict[str, str]:
+        """{"decode": kernel, "batch": kernel} for a weight of [n, k] in `fmt`."""
+        candidates = [c for c in CANDIDATES[fmt] if not exact or c in WEIGHT_ONLY]
+        if self.forced:
+            pick = self.forced if self.forced in candidates else candidates[0]
+            return {b: pick for b in _PROBE_ROWS}
+        out = {}
+        with self._lock:
+            for bucket, rows in _PROBE_ROWS.items():
+                key = f"{fmt}:{n}x{k}:{bucket}:{'exact' if exact else 'any'}"
+                if key not in self._choices:
+                    self._choices[key] = self._measure(fmt, min(n, _PROBE_N), k, rows, candidates)
+                out[bucket] = self._choices[key]
+        return out
+
+    def _measure(self, fmt: str, n: int, k: int, rows: int, candidates: list[str]) -> str:
+        if len(candidates) == 1:
+            return candidates[0]
+        w = _synthetic(fmt, n, k)
+        x = torch.randn(rows, k)
+        times = {c: _time(KERNELS[c], x, w) for c in candidates}
+        log.info("kernel timings %s [%d x %d] rows=%d: %s", fmt, n, k, rows,
+                 {c: f"{t * 1e3:.2f} ms" for c, t in times.items()})
+        return min(times, key=times.get)
+
+    def save(self) -> None:
+        if self.cache_file is None:
+            return
+        try:
+            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            data = json.loads(self.cache_file.read_text()) if self.cache_file.is_file() else {}
+            data[self._key] = self._choices
+            tmp = self.cache_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, self.cache_file)
+        except (OSError, ValueError) as err:
+            log.warning("could not save kernel choices to %s: %s", self.cache_file, err)

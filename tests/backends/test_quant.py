@@ -1,0 +1,199 @@
+"""Packed GGUF weights (backends/quant): blocks decode exactly, packed matmuls equal the
+dequantized reference per quant type and per kernel, kernel choices are cached per CPU, the
+embedding gathers quantized rows, and a packed model round-trips through its cache form."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gguf.quants import dequantize
+from torch import nn
+
+from backends.quant import kernels
+from backends.quant.blocks import decode
+from backends.quant.gguf_model import _pack, assemble
+from backends.quant.kernels import CANDIDATES, KernelTable
+from backends.quant.modules import PackedEmbedding, PackedLinear
+from backends.quant.pack import int4_tensors
+from tests.backends.quant_cases import QTYPES, write_and_read
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _reference(tensor) -> torch.Tensor:
+    cols, rows = int(tensor.shape[0]), int(tensor.shape[1])
+    return torch.from_numpy(dequantize(tensor.data, tensor.tensor_type).reshape(rows, cols).copy())
+
+
+def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.float() - want).norm() / want.norm()).item()
+
+
+@pytest.mark.parametrize("qtype", QTYPES, ids=lambda q: q.name)
+def test_blocks_decode_exactly(qtype, tmp_path):
+    t = write_and_read(tmp_path / "w.gguf", qtype)
+    blocks = decode(t.data, t.tensor_type, int(t.shape[1]), int(t.shape[0]))
+    np.testing.assert_array_equal(blocks.dequantize(), _reference(t).numpy())
+
+
+@pytest.mark.parametrize("qtype", QTYPES, ids=lambda q: q.name)
+def test_packed_matmul_matches_dequantized(qtype, tmp_path):
+    t = write_and_read(tmp_path / "w.gguf", qtype)
+    rows, cols = int(t.shape[1]), int(t.shape[0])
+    ref = _reference(t)
+    spec, stored = _pack(nn.Linear(cols, rows, bias=False), qtype,
+                         decode(t.data, qtype, rows, cols), None)
+    assert spec["fmt"] == ("int4" if qtype.name.startswith("Q4") else "int8")
+    torch.manual_seed(0)
+    for kernel in CANDIDATES[spec["fmt"]]:
+        layer = PackedLinear(spec["fmt"], cols, rows, stored, KernelTable(forced=kernel))
+        for batch in (1, 3, 40):  # both buckets
+            x = torch.randn(batch, cols)
+            want = x @ ref.T
+            got = layer(x)
+            assert got.dtype == torch.float32 and got.shape == want.shape
+            # bf16 activations (weight-only kernels) or int8 ones (dynamic): ~1% either way.
+            err = _rel_err(got, want)
+            assert err < 0.03, f"{qtype.name} {kernel} batch {batch}: relative error {err:.4f}"
+
+
+def test_kernel_choices_are_measured_once_per_cpu(tmp_path, monkeypatch):
+    cache = tmp_path / "kernels.json"
+    table = KernelTable(cache)
+    choice = table.choose("int8", 512, 256)
+    assert set(choice) == {"decode", "batch"} and set(choice.values()) <= set(CANDIDATES["int8"])
+    assert table.choose("int8", 512, 256, exact=True) == {b: "int8_weight_only" for b in choice}
+    table.save()
+    assert kernels.cpu_key() in json.loads(cache.read_text())
+
+    def no_measure(*_):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(KernelTable, "_measure", no_measure)
+    assert KernelTable(cache).choose("int8", 512, 256) == choice
+
+
+def test_embedding_gathers_rows_and_the_tied_head_shares_them(tmp_path):
+    from gguf import GGMLQuantizationType as QT
+
+    t = write_and_read(tmp_path / "e.gguf", QT.Q8_0, rows=300, cols=64)
+    ref = _reference(t)
+    spec, stored = _pack(nn.Embedding(300, 64), QT.Q8_0, decode(t.data, QT.Q8_0, 300, 64), None)
+    emb = PackedEmbedding(stored, torch.float32, embed_scale=2.0)
+    ids = torch.tensor([[0, 7, 299], [5, 5, 1]])
+    assert _rel_err(emb(ids), ref[ids] * 2.0) < 0.01
+    head = PackedLinear("int8", 64, 300, stored, KernelTable(forced="int8_weight_only"), exact=True)
+    assert head.w["qweight"].data_ptr() == emb.stored["qweight"].data_ptr()
+    x = torch.randn(2, 64)
+    assert _rel_err(head(x), x @ ref.T) < 0.03
+
+
+@pytest.mark.parametrize("qtype", [q for q in QTYPES if q.name in ("Q5_0", "Q8_0", "Q5_K")],
+                         ids=lambda q: q.name)
+def test_nibble_pairs_run_8_bit_codes_exactly_through_the_int4_kernel(qtype, tmp_path):
+    t = write_and_read(tmp_path / "w.gguf", qtype)
+    rows, cols = int(t.shape[1]), int(t.shape[0])
+    blocks = decode(t.data, qtype, rows, cols)
+    pair = blocks.as_nibble_pair()
+    np.testing.assert_allclose(pair.dequantize()[:, :cols] + pair.dequantize()[:, cols:],
+                               blocks.dequantize(), rtol=1e-6, atol=1e-6)  # float32 rounding
+    layer = PackedLinear("int4_pair", cols, rows, int4_tensors(pair), KernelTable())
+    x = torch.randn(5, cols)
+    # Only bf16 rounding (activations, group scales) remains: tighter than per-row int8.
+    assert _rel_err(layer(x), x @ _reference(t).T) < 0.015
+
+
+def _tiny_packed(tmp_path):
+    """A tiny llama with its linears and embedding quantized (Q4_0 / Q8_0) and packed."""
+    from gguf import GGMLQuantizationType as QT
+    from gguf.quants import quantize
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    specs, tensors = {}, {}
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)) and name != "lm_head":
+            w = module.weight.detach().numpy()
+            qtype = QT.Q8_0 if isinstance(module, nn.Embedding) or "down" in name else QT.Q4_0
+            raw = quantize(w, qtype)
+            blocks = decode(raw, qtype, *w.shape)
+            module.weight.data = torch.from_numpy(blocks.dequantize())  # the float reference
+            specs[name], stored = _pack(module, qtype, blocks, None)
+            tensors.update({f"{name}.{k}": v for k, v in stored.items()})
+    specs["lm_head"] = {"kind": "linear", "fmt": "int8", "in": 64, "out": 256, "exact": True,
+                        "tied_to": "model.embed_tokens"}
+    tensors.update({k: v for k, v in model.state_dict().items() if "norm" in k})
+    return config, model, specs, tensors
+
+
+def test_packed_model_round_trips_through_its_cache_form(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    config, reference, specs, tensors = _tiny_packed(tmp_path)
+    table = KernelTable(tmp_path / "kernels.json")
+    first = assemble(config, specs, tensors, table)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_path / "w.safetensors"))
+    (tmp_path / "packed.json").write_text(json.dumps(specs))
+    second = assemble(config, json.loads((tmp_path / "packed.json").read_text()),
+                      load_file(str(tmp_path / "w.safetensors")), table)
+    ids = torch.tensor([[1, 17, 33, 200, 5, 9]])
+    with torch.inference_mode():
+        a, b, ref = first(ids).logits, second(ids).logits, reference(ids).logits
+    assert torch.equal(a, b)
+    assert _rel_err(a, ref) < 0.05
+    assert isinstance(second.lm_head, PackedLinear) and isinstance(second.model.embed_tokens,
+                                                                   PackedEmbedding)
+    assert not any(p.is_meta for p in second.parameters())
+
+
+_SUBPROCESS_CHECK = """
+import sys, torch
+from gguf import GGMLQuantizationType as QT
+from pathlib import Path
+from torch import nn
+from tests.backends.test_quant import _reference, _rel_err
+from tests.backends.quant_cases import write_and_read
+from backends.quant.blocks import decode
+from backends.quant.gguf_model import _pack
+from backends.quant.kernels import CANDIDATES, KernelTable
+from backends.quant.modules import PackedLinear
+print("capability", torch.backends.cpu.get_cpu_capability())
+for q in (QT.Q4_K, QT.Q6_K):
+    t = write_and_read(Path(sys.argv[1]) / (q.name + ".gguf"), q)
+    rows, cols = int(t.shape[1]), int(t.shape[0])
+    spec, stored = _pack(nn.Linear(cols, rows), q, decode(t.data, q, rows, cols), None)
+    for kernel in CANDIDATES[spec["fmt"]]:
+        layer = PackedLinear(spec["fmt"], cols, rows, stored, KernelTable(forced=kernel))
+        for batch in (1, 40):
+            x = torch.randn(batch, cols)
+            err = _rel_err(layer(x), x @ _reference(t).T)
+            print(q.name, kernel, batch, round(err, 5))
+            assert err < 0.03
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("capability", ["avx2", "default"])
+def test_both_cpu_paths_run_the_packed_kernels(capability, tmp_path):
+    """ATEN_CPU_CAPABILITY=avx2 forces torch's AVX2 kernels on an AVX-512 machine."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    if capability != "default":
+        env["ATEN_CPU_CAPABILITY"] = capability
+    proc = subprocess.run([sys.executable, "-c", _SUBPROCESS_CHECK, str(tmp_path)], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("ok"), (
+        f"rc={proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+    if capability == "avx2":
+        assert "capability AVX2" in proc.stdout, proc.stdout
