@@ -146,16 +146,13 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
 # --- the run ---------------------------------------------------------------------------------
 
 def write_tokenizer(model: str, out: Path, models_dir: Path | None = None, cache_dir: Path | None = None) -> Path:
-    """`corral tokenizer MODEL DIR` in-process: the store and cache of the server it tests."""
-    from transformers import AutoTokenizer
-
-    from serve.cli.tokenizer import tokenizer_source
+    """`corral tokenizer MODEL DIR` in-process, on the store and cache of the server it tests
+    (by default those `corral serve` would use here)."""
+    from serve.cli.tokenizer import save_tokenizer
     from serve.settings import Settings
 
     settings = Settings.from_env()
-    source = tokenizer_source(models_dir or settings.models_dir, cache_dir or settings.cache_dir, model)
-    AutoTokenizer.from_pretrained(str(source)).save_pretrained(out)
-    return out
+    return save_tokenizer(models_dir or settings.models_dir, cache_dir or settings.cache_dir, model, out)
 
 
 def warm_up(url: str, model: str, api_key: str = "", timeout_s: float = 900.0) -> float:

@@ -36,13 +36,16 @@ def tokenizer_source(models_dir: Path, cache_dir: Path, name: str) -> Path:
     return converted_dir(model.weights_path, layers[0].digest.split(":")[1], cache_dir)
 
 
-def cmd_tokenizer(args: argparse.Namespace, client: object = None) -> int:
+def save_tokenizer(models_dir: Path, cache_dir: Path, name: str, out: Path) -> Path:
     from transformers import AutoTokenizer
 
+    AutoTokenizer.from_pretrained(str(tokenizer_source(models_dir, cache_dir, name))).save_pretrained(out)
+    return Path(out).resolve()
+
+
+def cmd_tokenizer(args: argparse.Namespace, client: object = None) -> int:
     from serve.settings import Settings
 
     settings = Settings.from_env()
-    source = tokenizer_source(settings.models_dir, settings.cache_dir, args.model)
-    AutoTokenizer.from_pretrained(str(source)).save_pretrained(args.dir)
-    _out(str(Path(args.dir).resolve()))
+    _out(str(save_tokenizer(settings.models_dir, settings.cache_dir, args.model, Path(args.dir))))
     return 0
