@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             server.wait_ready()
             url = server.url
         print(f"loading {args.model}: {warm_up(url, args.model, args.api_key):.1f} s", file=sys.stderr)
-        tokenizer = args.tokenizer or str(write_tokenizer(args.model, work / "tokenizer", models_dir, cache_dir))
+        # Beside the report, so `guidellm run -c bench/out/guidellm/scenario.json` runs again.
+        tokenizer = args.tokenizer or str(write_tokenizer(args.model, args.out / "tokenizer", models_dir, cache_dir))
         print(f"guidellm: streams {sweep.streams}, report in {args.out}", file=sys.stderr)
         done = run_guidellm(sweep, target=url, model=args.model, tokenizer=tokenizer, out_dir=args.out,
                             api_key=args.api_key)
