@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # The CPU build of torch comes first: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install install-test serve test bench profile fuzz soak clean image image-cpu gpu-wheels gpu-check
+.PHONY: install install-test serve test bench profile loadtest fuzz soak clean image image-cpu gpu-wheels gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,19 @@ $(JS_TESTS)/node_modules/.installed: $(JS_TESTS)/package-lock.json $(VENV)/.inst
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test $(JS_TESTS)/node_modules/.installed
+# GuideLLM (tests/clients/test_guidellm.py, `make loadtest`) in its own venv: it pins its own
+# transformers and brings uvloop/httptools, which would change uvicorn's defaults in .venv. uv
+# installs it (a minute, not pip's several); pip installs the CPU torch first, as for .venv (uv
+# keeps an installed torch that satisfies guidellm, so no CUDA build comes in).
+GUIDELLM_VENV := .venv-guidellm
+GUIDELLM_PKG  ?= guidellm==0.8.1
+$(GUIDELLM_VENV)/.installed: Makefile
+	test -x $(GUIDELLM_VENV)/bin/python || $(PYTHON) -m venv $(GUIDELLM_VENV)
+	$(GUIDELLM_VENV)/bin/python -m pip install -q --disable-pip-version-check uv==0.13.9 "$(TORCH)"
+	$(GUIDELLM_VENV)/bin/uv pip install -q --python $(GUIDELLM_VENV)/bin/python "$(GUIDELLM_PKG)"
+	touch $@
+
+install-test: $(VENV)/.installed-test $(JS_TESTS)/node_modules/.installed $(GUIDELLM_VENV)/.installed
 
 serve: install
 	$(VENV)/bin/corral serve
@@ -53,6 +65,11 @@ bench: $(VENV)/.installed-bench
 # Where a decode step's time goes at 1 and 32 sequences, on the real gemma3:270m (bench/profile.py).
 profile: $(VENV)/.installed
 	$(PY) -m bench.profile $(PROFILE_ARGS)
+
+# GuideLLM's concurrency sweep against /v1 (bench/guidellm.py); LOADTEST_URL: a running server.
+# `make loadtest LOADTEST_ARGS="--streams 1,8 --output-tokens 32"`; report in bench/out/guidellm/.
+loadtest: $(VENV)/.installed $(GUIDELLM_VENV)/.installed
+	$(PY) -m bench.guidellm $(LOADTEST_ARGS)
 
 # The wheels a lent GPU machine lacks (Python 3.12 there), for the device tool to carry in .whl/.
 GPU_WHEELS := gguf==0.19.0 xgrammar==0.2.9 apache-tvm-ffi==0.1.15.post2 pydantic==2.14.4 \

@@ -32,6 +32,12 @@ def cmd_create(args: argparse.Namespace, client: Client) -> int:
     return create(client, args.model, args.file, args.quantize)
 
 
+def cmd_tokenizer(args: argparse.Namespace, client: Client) -> int:
+    from serve.cli.tokenizer import cmd_tokenizer as write_tokenizer  # imports transformers
+
+    return write_tokenizer(args)
+
+
 def cmd_run(args: argparse.Namespace, client: Client) -> int:
     from serve.cli.run import run
 
@@ -119,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("rm", cmd_rm, "Remove a model")
     p.add_argument("models", nargs="+", metavar="MODEL")
+
+    p = add("tokenizer", cmd_tokenizer, "Write a model's tokenizer to a directory (reads the local store)")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("dir", metavar="DIR")
     return parser
 
 
