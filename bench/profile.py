@@ -132,12 +132,12 @@ def table(results: dict[int, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def load_gemma(cache_dir: Path, kv_dtype: str | None):
+def load_gemma(cache_dir: Path, kv_dtype: str | None, weights: str = "float"):
     from bench.cli import gguf_path
 
     path = gguf_path()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    loaded = load_gguf(path, digest, LoadOptions(cache_dir=cache_dir))
+    loaded = load_gguf(path, digest, LoadOptions(cache_dir=cache_dir, weights=weights))
     if kv_dtype:
         loaded.kv_cache_dtype = getattr(torch, kv_dtype)
     return loaded
@@ -149,11 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=16, help="measured decode steps per size")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--kv-dtype", default=None, help="KV cache dtype (default: the loader's)")
+    ap.add_argument("--weights", choices=("float", "packed"), default="float",
+                    help="GGUF weights in memory (CORRAL_GGUF_WEIGHTS)")
     ap.add_argument("--cache-dir", type=Path, default=Path(
         os.environ.get("CORRAL_TEST_CACHE") or Path.home() / ".cache" / "corral-bench" / "cache"))
     a = ap.parse_args(argv)
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - 1))  # as the server does
-    loaded = load_gemma(a.cache_dir, a.kv_dtype)
+    loaded = load_gemma(a.cache_dir, a.kv_dtype, a.weights)
     sizes = [int(c) for c in a.clients.split(",")]
     engine = LLMEngine(loaded, EngineConfig(num_ctx=512, max_num_seqs=max(sizes),
                                             num_kv_blocks=max(sizes) * 8 + 8), start=False)

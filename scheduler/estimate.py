@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-BYTES_PER_PARAM = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "nf4": 0.55, "int8": 1.05}
+# "packed": GGUF blocks repacked by backends/quant, as measured on gemma3:270m Q4_K_M (its tied
+# 262k-row embedding is held twice: int8 rows for the gather, int4 pairs for the LM head).
+BYTES_PER_PARAM = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "nf4": 0.55, "int8": 1.05,
+                   "packed": 1.8}
 FIXED_OVERHEAD = 64 * 1024**2
 
 

@@ -163,10 +163,14 @@ class InstanceFactory:
         shape = ModelShape.from_kv(meta.architecture, meta.kv, meta.parameter_count)
         dtype = _dtype_name("cuda" if torch.cuda.is_available() else "cpu")
         dtype_bytes = 4.0 if dtype == "float32" else 2.0
-        kv_bytes = 2.0 if self.config.kv_cache_type in KV_CACHE_TYPES else dtype_bytes
         quantize = ref.model.config.quantize.upper()
         weights = ("int8" if quantize.startswith("Q8") else "nf4") if quantize else dtype
         encoder = _is_encoder(ref.model)
+        packed = (self.config.gguf_weights == "packed" and dtype == "float32" and not quantize
+                  and not encoder and not ref.model.is_safetensors)
+        if packed:  # the loader packs GGUF weights on CPU and gives them a bf16 KV cache
+            weights, dtype_bytes = "packed", 2.0
+        kv_bytes = 2.0 if self.config.kv_cache_type in KV_CACHE_TYPES else dtype_bytes
         kv_tokens = 0 if encoder else self._kv_tokens(ref.model, options)
         max_seqs = 1 if encoder else max(16, self.config.num_parallel)
         return estimate_bytes(shape, weights, kv_tokens, kv_bytes,

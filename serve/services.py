@@ -50,7 +50,6 @@ def build_residency(settings: Settings, listener: StatsListener = NO_STATS) -> R
         cache_dir=settings.cache_dir, num_parallel=settings.num_parallel,
         max_queue=settings.max_queue, max_loras=settings.max_loras, listener=listener,
         kv_cache_type=settings.kv_cache_type,
-
         gguf_weights=settings.gguf_weights,
     ))
     return Residency(inventory, factory.load, factory.estimate, ResidencyConfig(
