@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 # OCI registry for pull/push, podman + runc + debootstrap for the image tests (tests/deploy), Node
 # and npm for ollama-js. Each is command:package.
 SYSTEM_TOOLS := docker-registry:docker-registry podman:podman runc:runc debootstrap:debootstrap nsenter:util-linux \
-	node:nodejs npm:npm
+	node:nodejs npm:npm chromium:chromium
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -e '.[test]'
@@ -32,9 +32,23 @@ $(JS_TESTS)/node_modules/.installed: $(JS_TESTS)/package-lock.json $(VENV)/.inst
 	cd $(JS_TESTS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Open WebUI for tests/clients/openwebui, in a venv of its own (its pins clash with ours), CPU
+# torch first so nothing pulls CUDA. uv installs it in about a minute where pip takes many; uv
+# reads neither pip's config nor its constraints, so a machine's local wheels are passed on.
+OPENWEBUI_VENV := .venv-openwebui
+OPENWEBUI      := open-webui==0.12.4
+UV_LOCAL := $(if $(wildcard /opt/wheels),--find-links /opt/wheels) \
+	$(if $(wildcard /etc/xdg/pip/constraints.txt),--constraint /etc/xdg/pip/constraints.txt)
+$(OPENWEBUI_VENV)/.installed:
+	test -x $(OPENWEBUI_VENV)/bin/python || $(PYTHON) -m venv $(OPENWEBUI_VENV)
+	$(OPENWEBUI_VENV)/bin/python -m pip --disable-pip-version-check -q install "uv==0.13.9"
+	$(OPENWEBUI_VENV)/bin/uv pip install -q --python $(OPENWEBUI_VENV)/bin/python $(UV_LOCAL) "$(TORCH)"
+	$(OPENWEBUI_VENV)/bin/uv pip install -q --python $(OPENWEBUI_VENV)/bin/python $(UV_LOCAL) "$(OPENWEBUI)" "$(TORCH)"
+	touch $@
+
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test $(JS_TESTS)/node_modules/.installed
+install-test: $(VENV)/.installed-test $(JS_TESTS)/node_modules/.installed $(OPENWEBUI_VENV)/.installed
 
 serve: install
 	$(VENV)/bin/corral serve
@@ -83,4 +97,4 @@ soak: install-test
 	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(OPENWEBUI_VENV) .pytest_cache build *.egg-info
