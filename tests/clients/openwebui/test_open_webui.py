@@ -139,7 +139,11 @@ def test_rag_answers_from_an_uploaded_document(chat_page, corral, openwebui, tmp
     doc = tmp_path / "corral-field-notes.txt"
     doc.write_text(DOCUMENT)
     choose_model(chat_page, MODEL)
-    chat_page.locator("#files-input").set_input_files(str(doc))
+    # the input's "+" menu -> Upload Files opens the browser's file chooser
+    with chat_page.expect_file_chooser() as chooser:
+        chat_page.locator('#message-input-container button[aria-label="More"]').click()
+        chat_page.get_by_text("Upload Files", exact=True).click()
+    chooser.value.set_files(str(doc))
     # embedded through Corral before the question goes out
     wait_until(lambda: metric(corral.url, "corral_http_requests_total", route="/api/embed") > embeds_before,
                REPLY_S, "the document was not embedded through Corral")
