@@ -29,7 +29,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # setting a user of gemma3:270m must make (README, Open WebUI section). The other two are this
 # test's, for CI time and a stable answer: greedy decoding, and replies capped (a 270M model at
 # its default temperature 1 seldom stops by itself, and the default cap is the whole context).
-MAX_TOKENS = 64
+MAX_TOKENS = 128  # over what a fast CPU decodes before the stop click lands
 DEFAULT_MODEL_PARAMS = {"function_calling": "legacy", "temperature": 0, "max_tokens": MAX_TOKENS}
 # Open WebUI's background tasks (a title, tags and follow-ups after each reply, search queries
 # before a RAG answer) each ask the chat model for up to 1000 tokens, uncapped by the above: on a
