@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 # OCI registry for pull/push, podman + runc + debootstrap for the image tests (tests/deploy), Node
 # and npm for ollama-js. Each is command:package.
 SYSTEM_TOOLS := docker-registry:docker-registry podman:podman runc:runc debootstrap:debootstrap nsenter:util-linux \
-	node:nodejs npm:npm
+	node:nodejs npm:npm chromium:chromium
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -e '.[test]'
@@ -32,21 +32,36 @@ $(JS_TESTS)/node_modules/.installed: $(JS_TESTS)/package-lock.json $(VENV)/.inst
 	cd $(JS_TESTS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Client tools the tests drive, each in a venv of its own: their pins clash with ours (GuideLLM
+# also brings uvloop/httptools, which would change uvicorn's defaults in .venv). pip installs the
+# CPU torch first, as for .venv; uv then installs the tool in about a minute where pip takes many,
+# keeping that torch (so nothing pulls CUDA). uv reads neither pip's config nor its constraints,
+# so a machine's local wheels and constraint file are passed on where they exist.
+UV_LOCAL := $(if $(wildcard /opt/wheels),--find-links /opt/wheels) \
+	$(if $(wildcard /etc/xdg/pip/constraints.txt),--constraint /etc/xdg/pip/constraints.txt)
+# $(call tool-venv,DIR,REQUIREMENT)
+define tool-venv
+test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+$(1)/bin/python -m pip --disable-pip-version-check -q install "uv==0.13.9" "$(TORCH)"
+$(1)/bin/uv pip install -q --python $(1)/bin/python $(UV_LOCAL) "$(2)" "$(TORCH)"
+touch $(1)/.installed
+endef
+
+# Open WebUI (tests/clients/openwebui) and GuideLLM (tests/clients/test_guidellm.py, make loadtest).
+OPENWEBUI_VENV := .venv-openwebui
+OPENWEBUI      := open-webui==0.12.4
+GUIDELLM_VENV  := .venv-guidellm
+GUIDELLM_PKG   ?= guidellm==0.8.1
+$(OPENWEBUI_VENV)/.installed: Makefile
+	$(call tool-venv,$(OPENWEBUI_VENV),$(OPENWEBUI))
+
+$(GUIDELLM_VENV)/.installed: Makefile
+	$(call tool-venv,$(GUIDELLM_VENV),$(GUIDELLM_PKG))
+
 install: $(VENV)/.installed
 
-# GuideLLM (tests/clients/test_guidellm.py, `make loadtest`) in its own venv: it pins its own
-# transformers and brings uvloop/httptools, which would change uvicorn's defaults in .venv. uv
-# installs it (a minute, not pip's several); pip installs the CPU torch first, as for .venv (uv
-# keeps an installed torch that satisfies guidellm, so no CUDA build comes in).
-GUIDELLM_VENV := .venv-guidellm
-GUIDELLM_PKG  ?= guidellm==0.8.1
-$(GUIDELLM_VENV)/.installed: Makefile
-	test -x $(GUIDELLM_VENV)/bin/python || $(PYTHON) -m venv $(GUIDELLM_VENV)
-	$(GUIDELLM_VENV)/bin/python -m pip install -q --disable-pip-version-check uv==0.13.9 "$(TORCH)"
-	$(GUIDELLM_VENV)/bin/uv pip install -q --python $(GUIDELLM_VENV)/bin/python "$(GUIDELLM_PKG)"
-	touch $@
-
-install-test: $(VENV)/.installed-test $(JS_TESTS)/node_modules/.installed $(GUIDELLM_VENV)/.installed
+install-test: $(VENV)/.installed-test $(JS_TESTS)/node_modules/.installed $(OPENWEBUI_VENV)/.installed \
+	$(GUIDELLM_VENV)/.installed
 
 serve: install
 	$(VENV)/bin/corral serve
@@ -104,4 +119,4 @@ soak: install-test
 	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(OPENWEBUI_VENV) .pytest_cache build *.egg-info
