@@ -119,4 +119,4 @@ soak: install-test
 	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)
 
 clean:
-	rm -rf $(VENV) $(OPENWEBUI_VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(OPENWEBUI_VENV) $(GUIDELLM_VENV) .pytest_cache build *.egg-info
