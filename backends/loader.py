@@ -153,17 +153,25 @@ def verify_blob(path: Path, digest: str) -> None:
                             "pull or create the model again")
 
 
-def converted_dir(gguf_path: Path, digest: str, cache_dir: Path, rebuild: bool = False) -> Path:
-    """The safetensors directory for a GGUF blob, converting it the first time (or again when
-    `rebuild`: the cached one failed to load)."""
-    final = Path(cache_dir) / "converted" / digest.replace(":", "-")
+def _derived_dir(kind: str, gguf_path: Path, digest: str, cache_dir: Path, ready: tuple[str, ...],
+                 fill: Any, rebuild: bool) -> Path:
+    """`<cache_dir>/<kind>/<digest>/`, derived from a GGUF blob by `fill(tmp_dir)` the first time
+    (after checking the blob's digest), or again when `rebuild`: the cached one failed to load.
+    It counts as present once every file in `ready` is there."""
+    final = Path(cache_dir) / kind / digest.replace(":", "-")
     if rebuild:
         shutil.rmtree(final, ignore_errors=True)
-    if (final / "config.json").is_file():
+    if all((final / name).is_file() for name in ready):
         return final
     verify_blob(Path(gguf_path), digest)
-    log.info("converting %s to safetensors in %s", gguf_path, final)
-    return _atomic_dir(final, lambda tmp: convert_gguf(Path(gguf_path), tmp))
+    log.info("building the %s form of %s in %s", kind, gguf_path, final)
+    return _atomic_dir(final, fill)
+
+
+def converted_dir(gguf_path: Path, digest: str, cache_dir: Path, rebuild: bool = False) -> Path:
+    """The safetensors directory for a GGUF blob (dequantized by transformers)."""
+    return _derived_dir("converted", gguf_path, digest, cache_dir, ("config.json",),
+                        lambda tmp: convert_gguf(Path(gguf_path), tmp), rebuild)
 
 
 def linked_dir(files: Mapping[str, Path], cache_dir: Path) -> Path:
@@ -247,8 +255,7 @@ def load_pretrained_dir(model_dir: Path, opts: LoadOptions,
     model = auto.from_pretrained(str(model_dir), **kwargs)
     if "device_map" not in kwargs:
         model = model.to(device)
-    written_here = Path(model_dir).parent == Path(opts.cache_dir) / "converted"
-    return _finish(model, load_tokenizer(model_dir, written_here), device, dtype, kind)
+    return _finish(model, load_tokenizer(model_dir, opts.cache_dir), device, dtype, kind)
 
 
 PACKED_FILES = ("packed.json", "weights.safetensors", "config.json")
@@ -272,15 +279,9 @@ def write_packed(gguf_path: Path, out_dir: Path) -> None:
 
 
 def packed_dir(gguf_path: Path, digest: str, cache_dir: Path, rebuild: bool = False) -> Path:
-    """The packed cache entry for a GGUF blob, built the first time (or again when `rebuild`)."""
-    final = Path(cache_dir) / "packed" / digest.replace(":", "-")
-    if rebuild:
-        shutil.rmtree(final, ignore_errors=True)
-    if all((final / name).is_file() for name in PACKED_FILES):
-        return final
-    verify_blob(Path(gguf_path), digest)
-    log.info("packing %s into %s", gguf_path, final)
-    return _atomic_dir(final, lambda tmp: write_packed(Path(gguf_path), tmp))
+    """The packed cache entry for a GGUF blob (backends/quant)."""
+    return _derived_dir("packed", gguf_path, digest, cache_dir, PACKED_FILES,
+                        lambda tmp: write_packed(Path(gguf_path), tmp), rebuild)
 
 
 def load_packed_dir(directory: Path, opts: LoadOptions) -> LoadedModel:
@@ -296,19 +297,22 @@ def load_packed_dir(directory: Path, opts: LoadOptions) -> LoadedModel:
     model = assemble(config, specs, load_file(str(directory / "weights.safetensors")), table)
     table.save()
     model.generation_config = GenerationConfig.from_pretrained(str(directory))
-    tokenizer = load_tokenizer(directory, written_here=True)
+    tokenizer = load_tokenizer(directory, opts.cache_dir)
     return _finish(model, tokenizer, torch.device("cpu"), torch.float32, "causal",
                    kv_cache_dtype=torch.bfloat16, weights="packed")
 
 
-def load_tokenizer(directory: Path, written_here: bool = False) -> Any:
-    """The tokenizer of a model directory. One this loader wrote (a converted or packed cache
-    entry: tokenizer.json plus a plain tokenizer_config.json) is built straight from
+def load_tokenizer(directory: Path, cache_dir: Path) -> Any:
+    """The tokenizer of a model directory. One this loader wrote (a converted or packed entry
+    under `cache_dir`: tokenizer.json plus a plain tokenizer_config.json) is built straight from
     tokenizer.json by `tokenizers`: AutoTokenizer would rebuild a model-specific class from the
     same file parsed again in Python, twice the time of a warm load for the same tokenizer."""
     import transformers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    directory = Path(directory)
+    written_here = (directory.parent.name in ("converted", "packed")
+                    and directory.parent.parent == Path(cache_dir))
     file, config_file = directory / "tokenizer.json", directory / "tokenizer_config.json"
     if not (written_here and file.is_file() and config_file.is_file()):
         return AutoTokenizer.from_pretrained(str(directory))

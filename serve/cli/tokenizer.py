@@ -37,9 +37,9 @@ def tokenizer_source(models_dir: Path, cache_dir: Path, name: str) -> Path:
 
 
 def save_tokenizer(models_dir: Path, cache_dir: Path, name: str, out: Path) -> Path:
-    from transformers import AutoTokenizer
+    from backends.loader import load_tokenizer
 
-    AutoTokenizer.from_pretrained(str(tokenizer_source(models_dir, cache_dir, name))).save_pretrained(out)
+    load_tokenizer(tokenizer_source(models_dir, cache_dir, name), cache_dir).save_pretrained(out)
     return Path(out).resolve()
 
 
