@@ -25,6 +25,7 @@ import torch
 from backends import attention
 from backends.loader import LoadOptions, load_gguf
 from backends.sampling_params import SamplingParams
+from backends.threads import torch_threads
 from scheduler.engine import EngineConfig, LLMEngine
 
 ROWS = [
@@ -148,13 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", default="1,32", help="comma-separated decode batch sizes")
     ap.add_argument("--steps", type=int, default=16, help="measured decode steps per size")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (CORRAL_NUM_THREADS)")
     ap.add_argument("--kv-dtype", default=None, help="KV cache dtype (default: the loader's)")
     ap.add_argument("--weights", choices=("float", "packed"), default="float",
                     help="GGUF weights in memory (CORRAL_GGUF_WEIGHTS)")
     ap.add_argument("--cache-dir", type=Path, default=Path(
         os.environ.get("CORRAL_TEST_CACHE") or Path.home() / ".cache" / "corral-bench" / "cache"))
     a = ap.parse_args(argv)
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - 1))  # as the server does
+    torch.set_num_threads(torch_threads(a.threads))  # as the server does
     loaded = load_gemma(a.cache_dir, a.kv_dtype, a.weights)
     sizes = [int(c) for c in a.clients.split(",")]
     engine = LLMEngine(loaded, EngineConfig(num_ctx=512, max_num_seqs=max(sizes),

@@ -9,6 +9,7 @@ import resource
 import torch
 import uvicorn
 
+from backends.threads import torch_threads
 from serve import logs
 from serve.app import build_app
 from serve.auth import redact
@@ -18,14 +19,6 @@ from serve.transport import protocol
 
 
 KEEP_ALIVE_S = 65
-
-
-def server_threads() -> int:
-    """torch's intra-op threads for the whole process: one per usable core, less one for the
-    event loop and the engine threads' Python. Set once here; a request's `num_thread` never
-    reaches torch, since the pool is process-wide (every model's) and each new size leaves
-    another OpenMP pool behind."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def raise_fd_limit() -> None:
@@ -40,7 +33,7 @@ def run(settings: Settings) -> None:
     redact.install()  # before any handler exists: every record of every logger is redacted
     redact.add_secrets([*settings.api_keys, *(pw for _, _, pw in settings.registry_auth)])
     logs.configure(settings.log_format, settings.debug)
-    torch.set_num_threads(server_threads())
+    torch.set_num_threads(torch_threads(settings.num_threads))
     raise_fd_limit()
     app = build_app(settings)
     tls = {}

@@ -162,6 +162,7 @@ class Settings:
     # How GGUF weights sit in memory (CORRAL_GGUF_WEIGHTS): "float" (dequantized) or "packed"
     # (the quantized blocks repacked into torch's int4/int8 kernels, backends/quant).
     gguf_weights: str = "float"
+    num_threads: int = 0  # torch's intra-op threads (CORRAL_NUM_THREADS); 0: one per usable core
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -226,5 +227,6 @@ class Settings:
             stall_timeout=max(1.0, _float(env, "CORRAL_STALL_TIMEOUT", 300.0)),
             log_format="json" if _var(env, "CORRAL_LOG_FORMAT").lower() == "json" else "text",
             gguf_weights=_choice(env, "CORRAL_GGUF_WEIGHTS", ("float", "packed"), "float"),
+            num_threads=max(0, _int(env, "CORRAL_NUM_THREADS", 0)),
         )
 
