@@ -68,9 +68,12 @@ WEIGHT_ONLY = frozenset({"int4_weight_only", "int4_pair_weight_only", "int8_weig
 
 
 def runtime_tensors(fmt: str, stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What the kernels read, derived from the stored (portable) tensors."""
+    """What the kernels read, derived from the stored (portable) tensors; an int4 weight whose
+    CPU pack was cached (`stored["int4pack"]`, see loader.int4pack_file) is not packed again."""
     if fmt in ("int4", "int4_pair"):
-        return {"int4pack": cpu_int4_pack(stored["nibbles"]), "scale_zeros": stored["scale_zeros"]}
+        pack = stored.get("int4pack")
+        return {"int4pack": cpu_int4_pack(stored["nibbles"]) if pack is None else pack,
+                "scale_zeros": stored["scale_zeros"]}
     return {"qweight": stored["qweight"], "qscale": stored["qscale"],
             "qscale_bf16": stored["qscale"].to(torch.bfloat16)}
 

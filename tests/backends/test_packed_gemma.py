@@ -30,6 +30,7 @@ def test_packed_gemma_cache_reload_and_engine_parity(gemma_gguf, tmp_path, monke
     assert first.weights == "packed" and first.kv_cache_dtype is torch.bfloat16
     entry = tmp_path / "packed" / "sha256-gemma-packed"
     assert all((entry / name).is_file() for name in loader.PACKED_FILES)
+    assert loader.int4pack_file(entry).is_file()  # the reloads below read the CPU packs
     assert isinstance(first.model.lm_head, PackedLinear)
     tok = first.tokenizer
     prompt = tok.encode("The three primary colors are")

@@ -197,3 +197,40 @@ def test_both_cpu_paths_run_the_packed_kernels(capability, tmp_path):
         f"rc={proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
     if capability == "avx2":
         assert "capability AVX2" in proc.stdout, proc.stdout
+
+
+def test_int4_packs_are_kept_per_cpu_and_read_back(tmp_path, monkeypatch):
+    """The CPU layout of the int4 weights is made at the first load and read at the next ones
+    (no packing then); a damaged file of them is packed again, not an error."""
+    from safetensors.torch import save_file
+
+    from backends import loader
+
+    config, _, specs, tensors = _tiny_packed(tmp_path)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_path / "weights.safetensors"))
+    table = KernelTable(tmp_path / "kernels.json")
+    read, prepacked = loader._read_packed_tensors(tmp_path)
+    assert not prepacked
+    first = assemble(config, specs, read, table)
+    loader._write_int4packs(first, tmp_path)
+    runtime = loader.int4pack_file(tmp_path)
+    assert torch.backends.cpu.get_cpu_capability() in runtime.name and runtime.is_file()
+
+    def no_packing(_):
+        raise AssertionError("packed again")
+
+    monkeypatch.setattr(kernels, "cpu_int4_pack", no_packing)
+    read, prepacked = loader._read_packed_tensors(tmp_path)
+    assert prepacked and not any(k.endswith(".nibbles") for k in read)
+    second = assemble(config, specs, read, table)
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+    with torch.inference_mode():
+        assert torch.equal(first(ids).logits, second(ids).logits)
+
+    monkeypatch.undo()
+    runtime.write_bytes(b"\x00" * 64)
+    read, prepacked = loader._read_packed_tensors(tmp_path)
+    assert not prepacked and not runtime.exists()
+    third = assemble(config, specs, read, table)
+    with torch.inference_mode():
+        assert torch.equal(first(ids).logits, third(ids).logits)
