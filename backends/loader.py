@@ -122,6 +122,19 @@ def read_gguf(gguf_path: Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def compact_tokenizer(directory: Path) -> None:
+    """Rewrite a saved tokenizer.json so that loading it is faster: BPE merges as "a b" strings
+    (tokenizers reads them 20% faster than [a, b] pairs: 0.5 s of gemma3's 2.4 s) and no
+    indentation. Only where no merge part holds a space, which the string form can't carry."""
+    file = Path(directory) / "tokenizer.json"
+    data = json.loads(file.read_text(encoding="utf-8"))
+    merges = data.get("model", {}).get("merges")
+    if merges and all(isinstance(m, list) and len(m) == 2 and " " not in m[0] + m[1]
+                      for m in merges):
+        data["model"]["merges"] = [f"{a} {b}" for a, b in merges]
+    file.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     """Dequantize a GGUF file into a safetensors model directory (weights, config, tokenizer)."""
     model, tokenizer = read_gguf(gguf_path)
@@ -133,6 +146,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     model.is_quantized = False
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+    compact_tokenizer(out_dir)
 
 
 def verify_blob(path: Path, digest: str) -> None:
@@ -274,6 +288,7 @@ def write_packed(gguf_path: Path, out_dir: Path) -> None:
     GenerationConfig.from_model_config(config).save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name).save_pretrained(
         out_dir)
+    compact_tokenizer(out_dir)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "weights.safetensors"))
     (out_dir / "packed.json").write_text(json.dumps(specs, indent=1, sort_keys=True))
 

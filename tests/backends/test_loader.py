@@ -214,3 +214,36 @@ def test_packing_refuses_a_corrupted_blob(tmp_path):
     with pytest.raises(APIError, match="corrupted"):
         loader.packed_dir(blob, "sha256:" + "0" * 64, tmp_path)
     assert not (tmp_path / "packed" / ("sha256-" + "0" * 64)).exists()
+
+
+def _bpe_tokenizer_json(directory, extra_merge=None) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    text = ["the quick brown fox jumps over the lazy dog", "a lighthouse keeper kept a ledger"] * 50
+    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>"]))
+    tok.save(str(directory / "tokenizer.json"))
+    if extra_merge:  # a merge part with a space in it (byte-level vocabularies can have them)
+        data = json.loads((directory / "tokenizer.json").read_text())
+        data["model"]["merges"].append(extra_merge)
+        data["model"]["vocab"]["".join(extra_merge)] = len(data["model"]["vocab"])
+        for part in extra_merge:
+            data["model"]["vocab"].setdefault(part, len(data["model"]["vocab"]))
+        (directory / "tokenizer.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("extra_merge", [None, ["a b", "c"]], ids=["plain", "space-in-merge"])
+def test_a_compacted_tokenizer_encodes_the_same(tmp_path, extra_merge):
+    from tokenizers import Tokenizer
+
+    _bpe_tokenizer_json(tmp_path, extra_merge)
+    before = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    loader.compact_tokenizer(tmp_path)
+    data = json.loads((tmp_path / "tokenizer.json").read_text())
+    merges = data["model"]["merges"]
+    assert all(isinstance(m, list if extra_merge else str) for m in merges)
+    after = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    text = "the lazy keeper jumps over a brown ledger, quickly"
+    assert after.encode(text).ids == before.encode(text).ids
+    assert after.get_vocab() == before.get_vocab()
