@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Awaitable, Callable
 
+from backends.loader import import_model_code
 from registry.create import request_from_body, run_create
 from registry.defaults import ensure_default_models
 from registry.errors import APIError
@@ -66,6 +67,11 @@ class StartupWork:
         self.lifecycle.started = True
         failed = f"; failed: {', '.join(self.lifecycle.failed)}" if self.lifecycle.failed else ""
         log.info("start-up done: ready%s", failed)
+        # After /ready, not before it: a load that comes meanwhile waits on the same imports.
+        try:
+            await asyncio.to_thread(import_model_code)
+        except Exception as exc:  # noqa: BLE001 - the first load imports (and reports) it again
+            log.warning("importing the model code ahead of the first load failed: %s", exc)
 
     async def import_defaults(self) -> None:
         from serve.routes.models import validate_template  # the create route's own check
