@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -68,10 +69,8 @@ class StartupWork:
         failed = f"; failed: {', '.join(self.lifecycle.failed)}" if self.lifecycle.failed else ""
         log.info("start-up done: ready%s", failed)
         # After /ready, not before it: a load that comes meanwhile waits on the same imports.
-        try:
-            await asyncio.to_thread(import_model_code)
-        except Exception as exc:  # noqa: BLE001 - the first load imports (and reports) it again
-            log.warning("importing the model code ahead of the first load failed: %s", exc)
+        # A daemon thread, so a shutdown never waits for it.
+        threading.Thread(target=_import_model_code, name="corral-imports", daemon=True).start()
 
     async def import_defaults(self) -> None:
         from serve.routes.models import validate_template  # the create route's own check
@@ -125,6 +124,13 @@ class StartupWork:
         options = resolve_options(model.params, None, self.settings.context_length)
         lease = await self.services.acquire(model, options.runner, seconds)
         await lease.release()
+
+
+def _import_model_code() -> None:
+    try:
+        import_model_code()
+    except Exception as exc:  # noqa: BLE001 - the first load imports (and reports) it again
+        log.warning("importing the model code ahead of the first load failed: %s", exc)
 
 
 def _keep_alive(raw: str) -> float | None:
