@@ -294,12 +294,14 @@ def write_packed(gguf_path: Path, out_dir: Path) -> None:
     from transformers import AutoTokenizer, GenerationConfig
 
     from backends.quant.gguf_model import read_packed
+    from backends.quant.one_reader import lend_reader
 
-    config, specs, tensors = read_packed(gguf_path)
+    with lend_reader(gguf_path):  # one metadata parse for the packing and the tokenizer
+        config, specs, tensors = read_packed(gguf_path)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     config.save_pretrained(out_dir)
     GenerationConfig.from_model_config(config).save_pretrained(out_dir)
-    AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name).save_pretrained(
-        out_dir)
+    tokenizer.save_pretrained(out_dir)
     compact_tokenizer(out_dir)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "weights.safetensors"))
     (out_dir / "packed.json").write_text(json.dumps(specs, indent=1, sort_keys=True))

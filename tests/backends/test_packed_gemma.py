@@ -25,8 +25,17 @@ def _rss() -> int:
 
 @pytest.mark.slow
 def test_packed_gemma_cache_reload_and_engine_parity(gemma_gguf, tmp_path, monkeypatch):
+    from gguf import gguf_reader
+
+    parses = []
+    build_fields = gguf_reader.GGUFReader._build_fields
+    monkeypatch.setattr(gguf_reader.GGUFReader, "_build_fields",
+                        lambda self, *a, **k: parses.append(1) or build_fields(self, *a, **k))
     opts = LoadOptions(cache_dir=tmp_path, weights="packed")
     first = load_gguf(gemma_gguf, "sha256:gemma-packed", opts)
+    # gguf's metadata parse (the slow part of a pack) once, lent to transformers' config and
+    # tokenizer readers (backends/quant/one_reader.py)
+    assert len(parses) == 1, f"{len(parses)} parses of the GGUF metadata"
     assert first.weights == "packed" and first.kv_cache_dtype is torch.bfloat16
     entry = tmp_path / "packed" / "sha256-gemma-packed"
     assert all((entry / name).is_file() for name in loader.PACKED_FILES)

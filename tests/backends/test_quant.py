@@ -234,3 +234,26 @@ def test_int4_packs_are_kept_per_cpu_and_read_back(tmp_path, monkeypatch):
     third = assemble(config, specs, read, table)
     with torch.inference_mode():
         assert torch.equal(first(ids).logits, third(ids).logits)
+
+
+def test_a_lent_reader_serves_every_reader_of_its_path_on_its_thread(tmp_path):
+    import threading
+
+    import gguf
+
+    from backends.quant.one_reader import lend_reader
+    from tests.backends.quant_cases import QTYPES
+
+    path, other = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    write_and_read(path, QTYPES[0])
+    write_and_read(other, QTYPES[0])
+    with lend_reader(path) as lent:
+        assert gguf.GGUFReader(str(path)) is lent and gguf.GGUFReader(path) is lent
+        assert gguf.GGUFReader(str(other)) is not lent  # another file is read as usual
+        elsewhere = []
+        thread = threading.Thread(target=lambda: elsewhere.append(gguf.GGUFReader(str(path))))
+        thread.start()
+        thread.join()
+        assert elsewhere[0] is not lent  # another thread's loads are not lent it
+    fresh = gguf.GGUFReader(str(path))
+    assert fresh is not lent and len(fresh.tensors) == len(lent.tensors)
