@@ -125,9 +125,12 @@ def read_gguf(gguf_path: Path) -> tuple[Any, Any]:
     """Model (dequantized, float32) and tokenizer straight from a GGUF file: the slow path."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from backends.quant.one_reader import lend_reader
+
     src, name = str(gguf_path.parent), gguf_path.name
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name)
+    with lend_reader(gguf_path):  # one metadata parse for the model and the tokenizer
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name)
     return model, tokenizer
 
 
