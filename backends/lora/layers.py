@@ -26,6 +26,14 @@ _GATHER_MAX_ROWS_PER_ADAPTER = 8
 _STACKED_MAX_WIDTH = 256
 
 
+def is_linear(module: nn.Module) -> bool:
+    """A layer LoRA can wrap: nn.Linear, or a packed quantized one (backends/quant), which
+    computes the same x @ W.T from int4/int8 weights; the delta runs beside either."""
+    from backends.quant.modules import PackedLinear
+
+    return isinstance(module, (nn.Linear, PackedLinear))
+
+
 @dataclass
 class LoRABatch:
     """The adapter rows of one step: built once per step by the runner, read by every layer."""
@@ -98,7 +106,7 @@ class _Stack:
 class LoRALinear(nn.Module):
     """A Linear layer plus the deltas of the resident adapters that adapt it."""
 
-    def __init__(self, base: nn.Linear, context: LoRAContext):
+    def __init__(self, base: nn.Module, context: LoRAContext):
         super().__init__()
         self.base = base
         self.context = context

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from backends.lora.layers import LoRABatch, LoRAContext, LoRALinear
+from backends.lora.layers import LoRABatch, LoRAContext, LoRALinear, is_linear
 from backends.lora.weights import LoRAWeights
 
 
@@ -80,7 +80,7 @@ class LoRAManager:
             raise ValueError(f"the base model has no module {module}") from None
         if isinstance(base, LoRALinear):  # wrapped by an earlier manager of this model
             base = base.base
-        if not isinstance(base, nn.Linear):
+        if not is_linear(base):
             raise ValueError(f"{module} is a {type(base).__name__}, not a Linear layer")
         parent_name, _, child = module.rpartition(".")
         layer = LoRALinear(base, self.context)

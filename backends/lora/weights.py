@@ -91,11 +91,11 @@ def _read_peft(files: dict[str, Path]) -> dict[str, LoRAModule]:
 
 def _linear_names(model: torch.nn.Module) -> list[str]:
     """The model's Linear layers by name, a layer already wrapped for LoRA included once."""
-    from backends.lora.layers import LoRALinear
+    from backends.lora.layers import LoRALinear, is_linear
 
     wrapped = {name for name, m in model.named_modules() if isinstance(m, LoRALinear)}
     return sorted(wrapped | {name for name, m in model.named_modules()
-                             if isinstance(m, torch.nn.Linear)
+                             if is_linear(m)
                              and name.rpartition(".")[0] not in wrapped})
 
 

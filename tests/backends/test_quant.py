@@ -257,3 +257,28 @@ def test_a_lent_reader_serves_every_reader_of_its_path_on_its_thread(tmp_path):
         assert elsewhere[0] is not lent  # another thread's loads are not lent it
     fresh = gguf.GGUFReader(str(path))
     assert fresh is not lent and len(fresh.tensors) == len(lent.tensors)
+
+
+@pytest.mark.parametrize("path", ["stacked", "gather", "group"])
+def test_lora_wraps_a_packed_layer(tmp_path, path):
+    """An adapter over a packed base layer adds its delta to the adapter's rows only."""
+    from gguf import GGMLQuantizationType as QT
+
+    from backends.lora.layers import LoRABatch, LoRAContext, LoRALinear, is_linear
+
+    t = write_and_read(tmp_path / "w.gguf", QT.Q4_0)
+    rows, cols = int(t.shape[1]), int(t.shape[0])
+    _, stored = _pack(nn.Linear(cols, rows), QT.Q4_0, decode(t.data, QT.Q4_0, rows, cols), None)
+    base = PackedLinear("int4", cols, rows, stored, KernelTable())
+    assert is_linear(base)
+    context = LoRAContext()
+    layer = LoRALinear(base, context)
+    torch.manual_seed(0)
+    a, b = torch.randn(4, cols) / 10, torch.randn(rows, 4) / 10
+    layer.set_slots({0: (a, b)})
+    x = torch.randn(3, cols)
+    context.batch = LoRABatch.from_token_slots([0, -1, 0], torch.device("cpu"), path)
+    got = layer(x)
+    want = base(x)
+    want[[0, 2]] += x[[0, 2]] @ a.T @ b.T
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
