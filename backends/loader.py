@@ -5,7 +5,8 @@ Float goes through transformers' GGUF support (dequantizing every tensor), which
 result is converted once into a safetensors directory keyed by the blob digest under
 `<cache_dir>/converted/<digest>/` and later loads read that directly. Packed reads the quantized
 blocks themselves (backends/quant) and caches the packed tensors under
-`<cache_dir>/packed/<digest>/` the same way. Safetensors models arrive
+`<cache_dir>/packed/<digest>/` the same way, plus torch's CPU layout of the int4 weights per CPU
+capability (`int4pack_file`), made at the first load there. Safetensors models arrive
 as a mapping {file name in the model -> blob path}; they get a directory of symlinks under
 `<cache_dir>/linked/<key>/` so `from_pretrained` can read them in place.
 """
@@ -147,6 +148,12 @@ def compact_tokenizer(directory: Path) -> None:
     file.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
 
 
+def write_tokenizer(tokenizer: Any, out_dir: Path) -> None:
+    """A cache entry's tokenizer, as `load_tokenizer`'s fast path reads it."""
+    tokenizer.save_pretrained(out_dir)
+    compact_tokenizer(out_dir)
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     """Dequantize a GGUF file into a safetensors model directory (weights, config, tokenizer)."""
     model, tokenizer = read_gguf(gguf_path)
@@ -157,8 +164,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     model.hf_quantizer = None
     model.is_quantized = False
     model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    compact_tokenizer(out_dir)
+    write_tokenizer(tokenizer, out_dir)
 
 
 def verify_blob(path: Path, digest: str) -> None:
@@ -304,8 +310,7 @@ def write_packed(gguf_path: Path, out_dir: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     config.save_pretrained(out_dir)
     GenerationConfig.from_model_config(config).save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    compact_tokenizer(out_dir)
+    write_tokenizer(tokenizer, out_dir)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "weights.safetensors"))
     (out_dir / "packed.json").write_text(json.dumps(specs, indent=1, sort_keys=True))
 
@@ -339,7 +344,8 @@ def _read_packed_tensors(directory: Path) -> tuple[dict[str, torch.Tensor], bool
             runtime.unlink(missing_ok=True)
     with safe_open(str(directory / "weights.safetensors"), "pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()
-                   if not (k.endswith(".nibbles") and f"{k[:-8]}.int4pack" in packs)}
+                   if not (k.endswith(".nibbles")
+                           and f"{k.removesuffix('.nibbles')}.int4pack" in packs)}
     return {**tensors, **packs}, bool(packs)
 
 
