@@ -74,8 +74,15 @@ def runtime_tensors(fmt: str, stored: dict[str, torch.Tensor]) -> dict[str, torc
         pack = stored.get("int4pack")
         return {"int4pack": cpu_int4_pack(stored["nibbles"]) if pack is None else pack,
                 "scale_zeros": stored["scale_zeros"]}
-    return {"qweight": stored["qweight"], "qscale": stored["qscale"],
+    return {"qweight": aligned(stored["qweight"]), "qscale": stored["qscale"],
             "qscale_bf16": stored["qscale"].to(torch.bfloat16)}
+
+
+def aligned(t: torch.Tensor, to: int = 64) -> torch.Tensor:
+    """`t` at an address that is a multiple of `to` bytes, copied only where it is not.
+    torch's AVX-512 `_weight_int8pack_mm` reads the weight with aligned vector loads and
+    segfaults on a weight 8 bytes off (where safetensors maps a tensor inside its file)."""
+    return t if t.data_ptr() % to == 0 else t.clone(memory_format=torch.contiguous_format)
 
 
 def _synthetic(fmt: str, n: int, k: int) -> dict[str, torch.Tensor]:

@@ -173,6 +173,13 @@ for q in (QT.Q4_K, QT.Q6_K):
     t = write_and_read(Path(sys.argv[1]) / (q.name + ".gguf"), q)
     rows, cols = int(t.shape[1]), int(t.shape[0])
     spec, stored = _pack(nn.Linear(cols, rows), q, decode(t.data, q, rows, cols), None)
+    # Each tensor 8 bytes off a 64-byte boundary, where safetensors maps them from a file.
+    def off8(t):
+        buf = torch.empty(t.numel() * t.element_size() + 64, dtype=torch.uint8)
+        start = (-buf.data_ptr()) % 64 + 8
+        view = buf[start:start + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
+        return view.copy_(t)
+    stored = {k: off8(v) for k, v in stored.items()}
     for kernel in CANDIDATES[spec["fmt"]]:
         layer = PackedLinear(spec["fmt"], cols, rows, stored, KernelTable(forced=kernel))
         for batch in (1, 40):
@@ -186,7 +193,8 @@ print("ok")
 
 @pytest.mark.parametrize("capability", ["avx2", "default"])
 def test_both_cpu_paths_run_the_packed_kernels(capability, tmp_path):
-    """ATEN_CPU_CAPABILITY=avx2 forces torch's AVX2 kernels on an AVX-512 machine."""
+    """ATEN_CPU_CAPABILITY=avx2 forces torch's AVX2 kernels on an AVX-512 machine. In a
+    subprocess: a kernel fed a misaligned weight segfaults there (AVX-512 int8)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("ATEN_CPU_CAPABILITY", None)
     if capability != "default":
