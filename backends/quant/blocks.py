@@ -34,22 +34,14 @@ class Blocks:
     def take_rows(self, order: np.ndarray) -> "Blocks":
         return Blocks(self.codes[order], self.scale[order], self.offset[order], self.group)
 
-    def as_nibble_pair(self) -> "Blocks":
-        """Codes of up to 8 bits (groups of 32) as 4-bit ones over twice the columns, exactly:
-        code c is (c & 15) in the first half and (c >> 4) at 16x the scale in the second, so
-        x @ W.T == [x, x] @ W2.T. This runs Q8_0/Q5 weights losslessly through the int4 kernel.
-        Codes are first shifted to centre on 128, so the high half's zero point (stored in
-        bf16 by torch's pack) is ~0 rather than a large value rounded."""
-        assert self.group == 32
-        top = int(self.codes.max(initial=0))
-        span = 1 << max(top, 1).bit_length()
-        shift = 128 - span // 2
-        codes = self.codes.astype(np.uint16) + shift
-        assert int(codes.max(initial=0)) < 256
-        offset = self.offset - shift * self.scale
-        return Blocks(np.concatenate([codes & 0x0F, codes >> 4], 1).astype(np.uint8),
-                      np.concatenate([self.scale, 16 * self.scale], 1),
-                      np.concatenate([np.zeros_like(offset), offset], 1), self.group)
+    def top_nibbles(self) -> "Blocks":
+        """The top 4 bits of each code at their own weight, with the mean of the bits dropped
+        folded into the offset: a 4-bit approximation of the same values, made without
+        requantizing (the shortlist head's first pass). Codes of 4 bits come back unchanged."""
+        drop = max(int(self.codes.max(initial=0)).bit_length() - 4, 0)
+        step = float(1 << drop)
+        return Blocks((self.codes >> drop).astype(np.uint8), self.scale * step,
+                      self.offset + self.scale * (step - 1) / 2, self.group)
 
 
 def _f16(raw: np.ndarray) -> np.ndarray:

@@ -19,12 +19,13 @@ from torch import nn
 
 from backends.quant.blocks import DECODED, FLOAT, INT4_EXACT, Blocks, decode
 from backends.quant.kernels import KernelTable
-from backends.quant.modules import PackedEmbedding, PackedLinear
-from backends.quant.pack import int4_tensors, int8_tensors
+from backends.quant.modules import PackedEmbedding, PackedLinear, ShortlistHead
+from backends.quant.pack import INT4_GROUP, block_tensors, int4_tensors, int8_tensors
 
 log = logging.getLogger(__name__)
 
 Spec = dict[str, Any]  # one packed module: kind, fmt, in/out features, tied_to, exact, ...
+FORMATS = {"embedding": ("blocks", "int8"), "linear": ("int4", "int8", "shortlist")}
 
 
 def empty_model(config: Any) -> nn.Module:
@@ -116,7 +117,7 @@ def read_packed(gguf_path: Path) -> tuple[Any, dict[str, Spec], dict[str, torch.
         tensors.update({f"{module_name}.{k}": v for k, v in stored.items()})
         if module_name == embed_name and tied:
             specs[head_name] = _tied_head(head_name, modules[head_name], blocks, embed_name,
-                                          tensors)
+                                          spec, tensors)
     if head_name in specs:
         specs[head_name]["exact"] = True
     return config, specs, tensors
@@ -124,9 +125,12 @@ def read_packed(gguf_path: Path) -> tuple[Any, dict[str, Spec], dict[str, torch.
 
 def _pack(module: nn.Module, qtype: Any, blocks: Blocks | None,
           dense: np.ndarray | None) -> tuple[Spec, dict[str, torch.Tensor]]:
-    if isinstance(module, nn.Embedding):
-        stored = int8_tensors(blocks.dequantize() if blocks is not None else dense)
-        spec = {"kind": "embedding", "fmt": "int8", "padding_idx": module.padding_idx,
+    if isinstance(module, nn.Embedding):  # gathered, never multiplied: groups of 32 kept exact
+        exact = blocks is not None and blocks.group == INT4_GROUP
+        stored = block_tensors(blocks) if exact else int8_tensors(
+            blocks.dequantize() if blocks is not None else dense)
+        spec = {"kind": "embedding", "fmt": "blocks" if exact else "int8",
+                "padding_idx": module.padding_idx,
                 "embed_scale": float(getattr(module, "embed_scale", 1.0))}
         return spec, stored
     int4 = blocks is not None and qtype in INT4_EXACT and blocks.codes.shape[1] % 64 == 0
@@ -140,16 +144,21 @@ def _pack(module: nn.Module, qtype: Any, blocks: Blocks | None,
 
 
 def _tied_head(name: str, head: nn.Linear, blocks: Blocks | None, embed_name: str,
-               tensors: dict[str, torch.Tensor]) -> Spec:
-    """The LM head when the GGUF ties it to the embedding (no output tensor). The head picks
-    every token, so where the codes allow it runs them exactly as a nibble pair through the
-    int4 kernel (its own copy); otherwise it shares the embedding's int8 rows."""
-    spec: Spec = {"kind": "linear", "in": head.in_features, "out": head.out_features}
-    if blocks is not None and blocks.group == 32 and head.in_features % 64 == 0:
-        pair = int4_tensors(blocks.as_nibble_pair())
-        tensors.update({f"{name}.{k}": v for k, v in pair.items()})
-        return {**spec, "fmt": "int4_pair"}
-    return {**spec, "fmt": "int8", "tied_to": embed_name}
+               embed: Spec, tensors: dict[str, torch.Tensor]) -> Spec:
+    """The LM head when the GGUF ties it to the embedding (no output tensor): it reads the
+    embedding's own tensors. Over exact blocks it is a ShortlistHead, with the codes' top 4
+    bits as its own int4 copy; over per-row int8 it shares the embedding's rows."""
+    spec: Spec = {"kind": "linear", "in": head.in_features, "out": head.out_features,
+                  "tied_to": embed_name}
+    if embed["fmt"] == "int8":
+        return {**spec, "fmt": "int8"}
+    if head.in_features % 64 == 0 and head.out_features % 16 == 0:  # the int4 pack's tiles
+        top = int4_tensors(blocks.top_nibbles())
+        tensors.update({f"{name}.{k}": v for k, v in top.items()})
+        return {**spec, "fmt": "shortlist"}
+    own = int8_tensors(blocks.dequantize())  # the int4 kernel can't take this width
+    tensors.update({f"{name}.{k}": v for k, v in own.items()})
+    return {**spec, "fmt": "int8", "tied_to": None}
 
 
 def assemble(config: Any, specs: dict[str, Spec], tensors: dict[str, torch.Tensor],
@@ -158,14 +167,18 @@ def assemble(config: Any, specs: dict[str, Spec], tensors: dict[str, torch.Tenso
     float parameters assigned in place (no copies, no random init)."""
     model = empty_model(config)
     built: dict[str, dict[str, torch.Tensor]] = {}
-    for name, spec in sorted(specs.items(), key=lambda kv: "tied_to" in kv[1]):
-        source = spec.get("tied_to", name)
-        stored = built.get(source) or {k.rpartition(".")[2]: v for k, v in tensors.items()
-                                       if k.rpartition(".")[0] == source}
+    for name, spec in sorted(specs.items(), key=lambda kv: bool(kv[1].get("tied_to"))):
+        if spec.get("fmt") not in FORMATS[spec["kind"]]:  # an entry an older version wrote
+            raise ValueError(f"packed module {name} has format {spec.get('fmt')!r}, "
+                             "which this version does not read")
+        own = {k.rpartition(".")[2]: v for k, v in tensors.items() if k.rpartition(".")[0] == name}
+        stored = {**built.get(spec.get("tied_to") or "", {}), **own}
         built[name] = stored
         if spec["kind"] == "embedding":
             module = PackedEmbedding(stored, torch.float32, spec.get("padding_idx"),
                                      spec.get("embed_scale", 1.0))
+        elif spec["fmt"] == "shortlist":
+            module = ShortlistHead(spec["in"], spec["out"], stored, table)
         else:
             module = PackedLinear(spec["fmt"], spec["in"], spec["out"], stored, table,
                                   exact=spec.get("exact", False))

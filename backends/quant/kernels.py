@@ -49,28 +49,21 @@ def int8_dynamic(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch._int_mm(xi, w["qweight"].t()) * s * w["qscale"]
 
 
-def int4_pair_weight_only(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
-    """A nibble-pair weight (blocks.as_nibble_pair): one int4 matmul over [x, x]."""
-    return int4_weight_only(torch.cat([x, x], -1), w)
-
-
 KERNELS: dict[str, Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]] = {
     "int4_weight_only": int4_weight_only,
     "int8_weight_only": int8_weight_only,
     "int8_dynamic": int8_dynamic,
-    "int4_pair_weight_only": int4_pair_weight_only,
 }
 # Candidates per format; `exact` layers (the LM head, whose logits pick tokens) exclude
 # kernels that quantize activations.
-CANDIDATES = {"int4": ("int4_weight_only",), "int4_pair": ("int4_pair_weight_only",),
-              "int8": ("int8_weight_only", "int8_dynamic")}
-WEIGHT_ONLY = frozenset({"int4_weight_only", "int4_pair_weight_only", "int8_weight_only"})
+CANDIDATES = {"int4": ("int4_weight_only",), "int8": ("int8_weight_only", "int8_dynamic")}
+WEIGHT_ONLY = frozenset({"int4_weight_only", "int8_weight_only"})
 
 
 def runtime_tensors(fmt: str, stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """What the kernels read, derived from the stored (portable) tensors; an int4 weight whose
     CPU pack was cached (`stored["int4pack"]`, see loader.int4pack_file) is not packed again."""
-    if fmt in ("int4", "int4_pair"):
+    if fmt == "int4":
         pack = stored.get("int4pack")
         return {"int4pack": cpu_int4_pack(stored["nibbles"]) if pack is None else pack,
                 "scale_zeros": stored["scale_zeros"]}

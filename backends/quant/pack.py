@@ -6,6 +6,8 @@
   (`_convert_weight_to_int4pack_for_cpu`) is made at load.
 - int8: 5/6/8-bit formats don't fit 4 bits, and torch's int8 kernels take one scale per row,
   so their groups are requantized from the decoded values to symmetric per-row int8.
+- blocks: the decoded codes as they are, with their group scales and offsets, for what is only
+  gathered row by row (an embedding, a shortlist head's rescoring): exact, and no kernel needed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,18 @@ def int4_tensors(blocks: Blocks) -> dict[str, torch.Tensor]:
     sz = np.stack([blocks.scale.T, zero.T], -1)
     return {"nibbles": torch.from_numpy(np.ascontiguousarray(nibbles)),
             "scale_zeros": torch.from_numpy(np.ascontiguousarray(sz)).to(torch.bfloat16)}
+
+
+def block_tensors(blocks: Blocks) -> dict[str, torch.Tensor]:
+    """{"codes": uint8 [N, K], "scale", "offset": [N, K/group]}, in float16 where that loses
+    nothing (Q8_0's scales are float16 already), else float32."""
+    out = {"codes": torch.from_numpy(np.ascontiguousarray(blocks.codes))}
+    for key in ("scale", "offset"):
+        value = getattr(blocks, key)
+        half = value.astype(np.float16)
+        exact = np.array_equal(half.astype(np.float32), value)
+        out[key] = torch.from_numpy(np.ascontiguousarray(half if exact else value))
+    return out
 
 
 def int8_tensors(weight: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
