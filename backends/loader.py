@@ -342,11 +342,34 @@ def _read_packed_tensors(directory: Path) -> tuple[dict[str, torch.Tensor], bool
         except (OSError, SafetensorError) as err:  # derived from the nibbles: made again
             log.warning("int4 packs %s do not load (%s); packing again", runtime, err)
             runtime.unlink(missing_ok=True)
-    with safe_open(str(directory / "weights.safetensors"), "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()
-                   if not (k.endswith(".nibbles")
-                           and f"{k.removesuffix('.nibbles')}.int4pack" in packs)}
-    return {**tensors, **packs}, bool(packs)
+    weights = directory / "weights.safetensors"
+    with safe_open(str(weights), "pt") as f:
+        keys = [k for k in f.keys() if not (k.endswith(".nibbles")
+                                            and f"{k.removesuffix('.nibbles')}.int4pack" in packs)]
+        tensors = {k: f.get_tensor(k) for k in keys if not k.endswith(".qweight")}
+    return {**tensors, **_read_unmapped(weights, [k for k in keys if k.endswith(".qweight")]),
+            **packs}, bool(packs)
+
+
+def _read_unmapped(file: Path, names: list[str]) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file read into fresh memory (torch's, 64-byte aligned) rather
+    than mapped. torch's AVX-512 int8 kernel needs its weight aligned, and safetensors maps
+    tensors 8 bytes off; copying them out of the mapping would keep both copies resident."""
+    with open(file, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        out = {}
+        for name in names:
+            meta = header[name]
+            if meta["dtype"] != "I8":
+                raise ValueError(f"{file}: {name} is {meta['dtype']}, not int8")
+            tensor = torch.empty(meta["shape"], dtype=torch.int8)
+            start, end = meta["data_offsets"]
+            f.seek(8 + size + start)
+            if f.readinto(memoryview(tensor.numpy()).cast("B")) != end - start:
+                raise ValueError(f"{file}: {name} is truncated")
+            out[name] = tensor
+    return out
 
 
 def _write_int4packs(model: Any, directory: Path) -> None:

@@ -24,7 +24,7 @@ from backends.quant.pack import INT4_GROUP, block_tensors, int4_tensors, int8_te
 
 log = logging.getLogger(__name__)
 
-Spec = dict[str, Any]  # one packed module: kind, fmt, in/out features, tied_to, exact, ...
+Spec = dict[str, Any]  # one packed module: kind, fmt, in/out features, tied_to, ...
 FORMATS = {"embedding": ("blocks", "int8"), "linear": ("int4", "int8", "shortlist")}
 
 
@@ -118,8 +118,6 @@ def read_packed(gguf_path: Path) -> tuple[Any, dict[str, Spec], dict[str, torch.
         if module_name == embed_name and tied:
             specs[head_name] = _tied_head(head_name, modules[head_name], blocks, embed_name,
                                           spec, tensors)
-    if head_name in specs:
-        specs[head_name]["exact"] = True
     return config, specs, tensors
 
 
@@ -139,7 +137,7 @@ def _pack(module: nn.Module, qtype: Any, blocks: Blocks | None,
     else:
         stored = int8_tensors(blocks.dequantize() if blocks is not None else dense)
     spec = {"kind": "linear", "fmt": "int4" if int4 else "int8", "in": module.in_features,
-            "out": module.out_features, "exact": False}
+            "out": module.out_features}
     return spec, stored
 
 
@@ -180,8 +178,7 @@ def assemble(config: Any, specs: dict[str, Spec], tensors: dict[str, torch.Tenso
         elif spec["fmt"] == "shortlist":
             module = ShortlistHead(spec["in"], spec["out"], stored, table)
         else:
-            module = PackedLinear(spec["fmt"], spec["in"], spec["out"], stored, table,
-                                  exact=spec.get("exact", False))
+            module = PackedLinear(spec["fmt"], spec["in"], spec["out"], stored, table)
         _set_module(model, name, module)
     floats = {k: v for k, v in tensors.items() if k.rpartition(".")[0] not in specs}
     missing = [n for n, p in model.named_parameters() if p.is_meta and n not in floats]

@@ -14,14 +14,16 @@ from backends.quant.kernels import DECODE_ROWS, KERNELS, KernelTable, runtime_te
 class PackedLinear(nn.Module):
     def __init__(self, fmt: str, in_features: int, out_features: int,
                  stored: dict[str, torch.Tensor], table: KernelTable,
-                 bias: torch.Tensor | None = None, exact: bool = False):
+                 bias: torch.Tensor | None = None):
         super().__init__()
         self.fmt, self.in_features, self.out_features = fmt, in_features, out_features
         # What the kernels read; the portable int4 nibbles are dropped once packed for this CPU.
         self.w = runtime_tensors(fmt, stored)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
-        self.kernels = table.choose(fmt, out_features, in_features, exact=exact)
-        self.stored = {} if "int4pack" in self.w else stored
+        self.kernels = table.choose(fmt, out_features, in_features)
+        # What else reads the weight (a tied embedding, LoRA); an aligned copy replaces the
+        # mapped original, so the two are not both kept resident.
+        self.stored = {} if "int4pack" in self.w else {**stored, "qweight": self.w["qweight"]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
@@ -77,7 +79,7 @@ class ShortlistHead(PackedLinear):
 
     def __init__(self, in_features: int, out_features: int, stored: dict[str, torch.Tensor],
                  table: KernelTable, shortlist: int = SHORTLIST):
-        super().__init__("int4", in_features, out_features, stored, table, exact=True)
+        super().__init__("int4", in_features, out_features, stored, table)
         self.blocks = {k: stored[k] for k in ("codes", "scale", "offset")}
         self.shortlist = min(shortlist, out_features)
 

@@ -58,7 +58,7 @@ def test_packed_matmul_matches_dequantized(qtype, tmp_path):
             want = x @ ref.T
             got = layer(x)
             assert got.dtype == torch.float32 and got.shape == want.shape
-            # bf16 activations (weight-only kernels) or int8 ones (dynamic): ~1% either way.
+            # bf16 activations: ~1%.
             err = _rel_err(got, want)
             assert err < 0.03, f"{qtype.name} {kernel} batch {batch}: relative error {err:.4f}"
 
@@ -68,7 +68,6 @@ def test_kernel_choices_are_measured_once_per_cpu(tmp_path, monkeypatch):
     table = KernelTable(cache)
     choice = table.choose("int8", 512, 256)
     assert set(choice) == {"decode", "batch"} and set(choice.values()) <= set(CANDIDATES["int8"])
-    assert table.choose("int8", 512, 256, exact=True) == {b: "int8_weight_only" for b in choice}
     table.save()
     assert kernels.cpu_key() in json.loads(cache.read_text())
 
