@@ -49,8 +49,8 @@ def gather_rows(stored: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Ten
         return stored["qweight"][ids].to(torch.float32) * stored["qscale"][ids].unsqueeze(-1)
     groups = stored["scale"].shape[-1]
     codes = stored["codes"][ids].view(*ids.shape, groups, -1).to(torch.float32)
-    rows = codes * stored["scale"][ids].float().unsqueeze(-1) + stored["offset"][ids].float().unsqueeze(-1)
-    return rows.flatten(-2)
+    scale, offset = (stored[k][ids].float().unsqueeze(-1) for k in ("scale", "offset"))
+    return (codes * scale + offset).flatten(-2)
 
 
 class PackedEmbedding(nn.Module):
