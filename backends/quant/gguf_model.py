@@ -146,17 +146,15 @@ def _tied_head(name: str, head: nn.Linear, blocks: Blocks | None, embed_name: st
     """The LM head when the GGUF ties it to the embedding (no output tensor): it reads the
     embedding's own tensors. Over exact blocks it is a ShortlistHead, with the codes' top 4
     bits as its own int4 copy; over per-row int8 it shares the embedding's rows."""
-    spec: Spec = {"kind": "linear", "in": head.in_features, "out": head.out_features,
-                  "tied_to": embed_name}
+    spec: Spec = {"kind": "linear", "in": head.in_features, "out": head.out_features}
     if embed["fmt"] == "int8":
-        return {**spec, "fmt": "int8"}
+        return {**spec, "fmt": "int8", "tied_to": embed_name}
     if head.in_features % 64 == 0 and head.out_features % 16 == 0:  # the int4 pack's tiles
-        top = int4_tensors(blocks.top_nibbles())
-        tensors.update({f"{name}.{k}": v for k, v in top.items()})
-        return {**spec, "fmt": "shortlist"}
-    own = int8_tensors(blocks.dequantize())  # the int4 kernel can't take this width
+        fmt, own = "shortlist", int4_tensors(blocks.top_nibbles())
+    else:  # the int4 kernel can't take this shape: an int8 copy of its own
+        fmt, own = "int8", int8_tensors(blocks.dequantize())
     tensors.update({f"{name}.{k}": v for k, v in own.items()})
-    return {**spec, "fmt": "int8", "tied_to": None}
+    return {**spec, "fmt": fmt, "tied_to": embed_name if fmt == "shortlist" else None}
 
 
 def assemble(config: Any, specs: dict[str, Spec], tensors: dict[str, torch.Tensor],

@@ -64,7 +64,9 @@ def runtime_tensors(fmt: str, stored: dict[str, torch.Tensor]) -> dict[str, torc
 def aligned(t: torch.Tensor, to: int = 64) -> torch.Tensor:
     """`t` at an address that is a multiple of `to` bytes, copied only where it is not.
     torch's AVX-512 `_weight_int8pack_mm` reads the weight with aligned vector loads and
-    segfaults on a weight 8 bytes off (where safetensors maps a tensor inside its file)."""
+    segfaults on a weight 8 bytes off, where safetensors maps a tensor inside its file. The
+    loader reads cached int8 weights unmapped (loader._read_unmapped); this guards any other
+    source of a weight, at the one place every int8 kernel input is made."""
     return t if t.data_ptr() % to == 0 else t.clone(memory_format=torch.contiguous_format)
 
 

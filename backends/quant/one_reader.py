@@ -4,8 +4,8 @@ gguf's `GGUFReader` parses every metadata array element by element through numpy
 views: about 22 s for gemma3:270m's 262k-token vocabulary and 515k merges on these machines.
 transformers builds a reader of its own in each GGUF entry point (the config and tensor names
 in `load_gguf_checkpoint`, again for the tokenizer's config), so a pack parsed the file three
-times (two thirds of its first load) and a float conversion twice. Inside `lend_reader(path)` every reader asked for that path,
-on that thread, is the one built there.
+times (two thirds of its first load) and a float conversion twice. Inside `lend_reader(path)`
+every reader asked for that path, on that thread, is the one built there.
 """
 
 from __future__ import annotations
