@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from backends.threads import in_own_thread
 from registry.errors import APIError
 from scheduler.adapters import AdapterRunner, AdapterView
 from scheduler.devices import DeviceInventory
@@ -302,7 +303,7 @@ class Residency:
 
     async def _close(self, runner: Runner) -> None:
         try:
-            await asyncio.to_thread(runner.instance.close)
+            await in_own_thread(runner.instance.close)
         finally:
             self.inventory.release(runner.placement.allocation)
             log.info("unloaded %s", runner.ref.name)
@@ -339,7 +340,7 @@ class Residency:
                     await self._begin_unload_adapter(min(idle, key=lambda a: a.last_used))
                 else:  # every slot serves a request: wait for one to finish
                     await self._changed.wait()
-            size = await asyncio.to_thread(runner.instance.add_adapter, ref)
+            size = await in_own_thread(runner.instance.add_adapter, ref)
             adapter = AdapterRunner(ref, runner, self.config.default_keep_alive, size=size,
                                     last_used=self.clock())
             self.adapters[ref.key] = adapter
@@ -387,7 +388,7 @@ class Residency:
     async def _close_adapter(self, adapter: AdapterRunner) -> None:
         try:
             if not adapter.base.unloading:
-                await asyncio.to_thread(adapter.base.instance.remove_adapter, adapter.ref.key)
+                await in_own_thread(adapter.base.instance.remove_adapter, adapter.ref.key)
         finally:
             log.info("unloaded adapter %s", adapter.ref.name)
             self._notify()
@@ -421,7 +422,7 @@ class Residency:
             self.inventory.reserve(placement.allocation)
             started = time.monotonic()
             try:
-                instance = await asyncio.to_thread(self.loader, ref, options, placement)
+                instance = await in_own_thread(self.loader, ref, options, placement)
             except BaseException:
                 self.inventory.release(placement.allocation)
                 raise

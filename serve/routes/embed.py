@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from backends.threads import in_own_thread
 from registry.errors import APIError
 from registry.model import Model, ModelNotFoundError, get_model
 from scheduler.instances import ModelInstance
@@ -63,7 +64,7 @@ async def embed(request: Request) -> Response:
         if not texts:
             return json_response({"model": name, "embeddings": []})
         dims = body.get("dimensions") or None
-        result = await run_in_threadpool(
+        result = await in_own_thread(
             _embed, lease.instance, model, texts, truncate=body.get("truncate") is not False,
             dimensions=dims if dims and dims > 0 else None, normalize=True)
     record = access_record(request)
@@ -93,7 +94,7 @@ async def embeddings(request: Request) -> Response:
         prompt = body.get("prompt") or ""
         if not prompt:
             return json_response({"embedding": []})
-        result = await run_in_threadpool(
+        result = await in_own_thread(
             _embed, lease.instance, model, [prompt], truncate=True, normalize=False)
     return json_response({"embedding": result.embeddings[0]})
 
