@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from backends import attention
+from backends.fused_norms import fuse_rms_norms
 from backends.loader import LoadedModel
 from backends.lora import LoRAManager
 from backends.sampling_params import SamplingParams
@@ -82,6 +83,7 @@ class ModelRunner:
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.model.set_attn_implementation(attention.register())
+        fuse_rms_norms(self.model)
         layers, bs, kv_heads, head_dim = kv_cache_shape(loaded.config, block_size)
         # Each layer's cache lives with that layer's weights (a split model spans devices).
         layer_devices = _layer_devices(loaded.model, layers, self.device)
