@@ -20,7 +20,7 @@ from backends.quant import kernels
 from backends.quant.blocks import decode
 from backends.quant.gguf_model import _pack, _tied_head, assemble
 from backends.quant.kernels import CANDIDATES, KernelTable
-from backends.quant.modules import PackedEmbedding, PackedLinear, ShortlistHead
+from backends.quant.modules import PackedEmbedding, PackedLinear, ShortlistHead, top_indices
 from tests.backends.quant_cases import QTYPES, write_and_read
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -321,3 +321,14 @@ def test_lora_wraps_a_packed_layer(tmp_path, path):
     want = base(x)
     want[[0, 2]] += x[[0, 2]] @ a.T @ b.T
     assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+
+
+@pytest.mark.parametrize("rows,width,k", [(1, 262144, 64), (5, 4096, 16), (3, 4096, 15), (2, 1000, 8)])
+def test_top_indices_finds_what_topk_finds(rows, width, k):
+    torch.manual_seed(0)
+    x = torch.randn(rows, width)
+    x[0, 512:512 + k] += 50  # every winner of row 0 in one chunk
+    if rows > 1:
+        x[1, ::width // k] += 50  # row 1's winners each in a chunk of its own
+    want = x.topk(k, -1).indices.sort(-1).values
+    assert torch.equal(top_indices(x, k).sort(-1).values, want)
