@@ -28,10 +28,11 @@ _STACKED_MAX_WIDTH = 256
 
 def is_linear(module: nn.Module) -> bool:
     """A layer LoRA can wrap: nn.Linear, or a packed quantized one (backends/quant), which
-    computes the same x @ W.T from int4/int8 weights; the delta runs beside either."""
-    from backends.quant.modules import PackedLinear
+    computes the same x @ W.T from int4/int8 weights, alone or as its columns of a fused
+    layer; the delta runs beside any of them."""
+    from backends.quant.modules import PackedLinear, ProjectionSlice
 
-    return isinstance(module, (nn.Linear, PackedLinear))
+    return isinstance(module, (nn.Linear, PackedLinear, ProjectionSlice))
 
 
 @dataclass

@@ -19,7 +19,7 @@ from torch import nn
 
 from backends.quant.blocks import DECODED, FLOAT, INT4_EXACT, Blocks, decode
 from backends.quant.kernels import KernelTable
-from backends.quant.modules import PackedEmbedding, PackedLinear, ShortlistHead
+from backends.quant.modules import PackedEmbedding, PackedLinear, ShortlistHead, fuse_projections
 from backends.quant.pack import INT4_GROUP, block_tensors, int4_tensors, int8_tensors
 
 log = logging.getLogger(__name__)
@@ -183,4 +183,5 @@ def assemble(config: Any, specs: dict[str, Spec], tensors: dict[str, torch.Tenso
     if missing:
         raise ValueError(f"packed model lacks tensors for {missing[:8]}")
     model.load_state_dict(floats, strict=False, assign=True)
+    fuse_projections(model, table)
     return model.eval()

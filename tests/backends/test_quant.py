@@ -17,10 +17,12 @@ from gguf.quants import dequantize
 from torch import nn
 
 from backends.quant import kernels
-from backends.quant.blocks import decode
+from backends.quant.blocks import Blocks, decode
 from backends.quant.gguf_model import _pack, _tied_head, assemble
 from backends.quant.kernels import CANDIDATES, KernelTable
-from backends.quant.modules import PackedEmbedding, PackedLinear, ShortlistHead, top_indices
+from backends.quant.modules import (FusedProjections, PackedEmbedding, PackedLinear, ProjectionSlice,
+                                    ShortlistHead, fuse_projections, top_indices)
+from backends.quant.pack import int4_tensors, int8_tensors
 from tests.backends.quant_cases import QTYPES, write_and_read
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,7 +197,7 @@ from pathlib import Path
 from torch import nn
 from tests.backends.test_quant import _reference, _rel_err
 from tests.backends.quant_cases import write_and_read
-from backends.quant.blocks import decode
+from backends.quant.blocks import Blocks, decode
 from backends.quant.gguf_model import _pack
 from backends.quant.kernels import CANDIDATES, KernelTable
 from backends.quant.modules import PackedLinear
@@ -332,3 +334,79 @@ def test_top_indices_finds_what_topk_finds(rows, width, k):
         x[1, ::width // k] += 50  # row 1's winners each in a chunk of its own
     want = x.topk(k, -1).indices.sort(-1).values
     assert torch.equal(top_indices(x, k).sort(-1).values, want)
+
+
+class _Attention(nn.Module):
+    def __init__(self, make):
+        super().__init__()
+        self.q_proj, self.k_proj, self.v_proj = make(64, 48), make(64, 16), make(64, 16)
+
+
+@pytest.mark.parametrize("kernel", CANDIDATES["int8"])
+def test_int8_siblings_fuse_into_one_layer_with_the_same_outputs(kernel):
+    torch.manual_seed(0)
+    table = KernelTable(forced=kernel)
+    weights = {}
+
+    def int8(cols, rows):
+        w = torch.randn(rows, cols)
+        layer = PackedLinear("int8", cols, rows, int8_tensors(w), table)
+        weights[id(layer)] = layer
+        return layer
+
+    attn = _Attention(int8)
+    separate = [attn.q_proj, attn.k_proj, attn.v_proj]
+    assert fuse_projections(attn, table) == 1
+    assert isinstance(attn.fused_q_k_v, FusedProjections)
+    assert all(isinstance(m, ProjectionSlice) for m in (attn.q_proj, attn.k_proj, attn.v_proj))
+    for rows in (1, 3, 40):  # both buckets
+        x = torch.randn(1, rows, 64)
+        want = [layer(x) for layer in separate]
+        got = [attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)]
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            if kernel == "int8_weight_only":  # column by column: the same dot products
+                assert torch.equal(g, w)
+            else:
+                torch.testing.assert_close(g, w, rtol=2e-2, atol=2e-2)
+    assert attn.fused_q_k_v._input is None  # nothing held between steps
+
+
+def _int4_blocks(rows: int, cols: int) -> Blocks:
+    rng = np.random.default_rng(0)
+    return Blocks(rng.integers(0, 16, (rows, cols)).astype(np.uint8),
+                  rng.random((rows, cols // 32), dtype=np.float32),
+                  np.zeros((rows, cols // 32), np.float32), 32)
+
+
+def test_siblings_of_other_formats_stay_apart():
+    table = KernelTable()
+    attn = _Attention(lambda cols, rows: PackedLinear(
+        "int4", cols, rows, int4_tensors(_int4_blocks(rows, cols)), table))
+    assert fuse_projections(attn, table) == 0
+    assert isinstance(attn.q_proj, PackedLinear)
+
+
+def test_an_adapter_wraps_a_fused_sibling():
+    from backends.lora.layers import LoRABatch, LoRAContext, LoRALinear, is_linear
+
+    torch.manual_seed(0)
+    table = KernelTable(forced="int8_weight_only")
+    attn = _Attention(lambda cols, rows: PackedLinear("int8", cols, rows,
+                                                      int8_tensors(torch.randn(rows, cols)), table))
+    fuse_projections(attn, table)
+    assert is_linear(attn.k_proj)
+    context = LoRAContext()
+    wrapped = LoRALinear(attn.k_proj, context)
+    A, B = torch.randn(4, 64) / 8, torch.randn(16, 4) / 8
+    wrapped.set_slots({0: (A, B)})
+    x = torch.randn(1, 3, 64)
+    base, q_before = attn.k_proj(x).clone(), attn.q_proj(x).clone()
+    context.batch = LoRABatch.from_token_slots([0, -1, 0], torch.device("cpu"))
+    x = x.clone()  # a new step's input: the fused layer runs again
+    got = wrapped(x)
+    delta = (x @ A.T @ B.T)[0]
+    torch.testing.assert_close(got[0, 0], base[0, 0] + delta[0])
+    torch.testing.assert_close(got[0, 1], base[0, 1])
+    torch.testing.assert_close(got[0, 2], base[0, 2] + delta[2])
+    assert torch.equal(attn.q_proj(x), q_before)  # the sibling's columns are untouched
