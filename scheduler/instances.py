@@ -99,8 +99,9 @@ class ModelInstance:
 
 
 def _return_freed_heap() -> None:
-    """Give freed weights back to the OS: glibc keeps freed mid-size blocks in its heap, so
-    without a trim an unloaded model's memory stays in the process's resident set."""
+    """Give freed memory back to the OS: glibc keeps freed mid-size blocks in its heap, so
+    without a trim an unloaded model's memory, or what a load built and dropped, stays in the
+    process's resident set."""
     libc_name = ctypes.util.find_library("c")
     if libc_name and "libc.so" in libc_name:
         try:
@@ -177,6 +178,13 @@ class InstanceFactory:
                               self.config.max_num_batched_tokens, max_seqs)
 
     def load(self, ref: ModelRef, options: RunnerOptions, placement: Placement) -> ModelInstance:
+        instance = self._load(ref, options, placement)
+        # What the load built and dropped (packing, fusing siblings) stays resident otherwise:
+        # ~50 MiB of gemma3:270m's packed load.
+        _return_freed_heap()
+        return instance
+
+    def _load(self, ref: ModelRef, options: RunnerOptions, placement: Placement) -> ModelInstance:
         model = ref.model
         opts = LoadOptions(
             cache_dir=self.config.cache_dir, device=placement.primary,
