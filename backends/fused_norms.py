@@ -8,6 +8,8 @@ same results bit for bit (the parity tests against `generate` hold) at half the 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +31,7 @@ class GemmaRMSNorm(nn.Module):
         return f"{tuple(self.weight.shape)}, eps={self.eps}, fused"
 
 
+@functools.cache  # every engine's runner asks; the answer is fixed for the process
 def _gemma_norm_types() -> tuple[type, ...]:
     """The transformers classes whose forward is exactly GemmaRMSNorm's (Gemma 1, 2 and 3)."""
     found = []

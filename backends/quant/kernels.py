@@ -6,9 +6,9 @@ an AVX-512 EPYC, but end to end it served no faster (134.7 vs 141.2 tok/s at 32 
 280 MiB more resident (oneDNN's copies of the weights) and cost greedy quality below target
 (96.5% top-1 against float32, 97.5% weight-only); on AVX2 it was an order of magnitude slower.
 int8 weights have two: torch's packed kernel, and the codes widened to bf16 for one GEMM (batch
-rows on CPUs with bf16 arithmetic). Where a format has several candidates they are timed at a decode row count and a batch row count
-on a slice of that shape, once per CPU (the result is cached in a JSON file keyed by the CPU's
-model name, torch's capability level and thread count).
+rows on CPUs with bf16 arithmetic). Where a format has several candidates they are timed at a
+decode row count and a batch row count on a slice of that shape, once per CPU (the result is
+cached in a JSON file keyed by the CPU's model name, torch's capability level and thread count).
 """
 
 from __future__ import annotations
