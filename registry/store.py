@@ -67,6 +67,23 @@ def _atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+
+def _paths_below(root: Path, depth: int) -> list[Path]:
+    """The paths exactly `depth` levels below `root`. A folder a delete prunes meanwhile is
+    skipped rather than failing the listing (pathlib's glob raised FileNotFoundError, and
+    /api/tags answered 500 while a delete ran)."""
+    level = [root]
+    for _ in range(depth):
+        below: list[Path] = []
+        for d in level:
+            try:
+                with os.scandir(d) as entries:
+                    below.extend(Path(e.path) for e in entries)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        level = below
+    return level
+
 class BlobWriter:
     """Streams bytes into a temp file inside blobs/, hashing as it goes.
 
@@ -253,7 +270,7 @@ class Store:
         out: list[ModelName] = []
         if not self.manifests_dir.is_dir():
             return out
-        for path in sorted(self.manifests_dir.glob("*/*/*/*")):
+        for path in sorted(_paths_below(self.manifests_dir, 4)):
             rel = path.relative_to(self.manifests_dir).parts
             if any(p.startswith(".") for p in rel) or not path.is_file():
                 continue

@@ -92,6 +92,22 @@ def test_list_skips_hidden_invalid_and_deep(tmp_path):
     assert names == ["foo:latest", "h.com:5000/ns/bar:t"]
 
 
+
+def test_a_listing_survives_a_delete_pruning_folders_under_it(tmp_path, monkeypatch):
+    s = Store(tmp_path)
+    make_model(s, "foo", b"w")
+    make_model(s, "h.com:5000/ns/bar:t", b"w")
+    doomed = tmp_path / "manifests" / "h.com:5000"
+    real_scandir = os.scandir
+
+    def scandir(path):  # the delete prunes h.com:5000 after the listing saw it, before it reads it
+        if os.fspath(path) == os.fspath(doomed):
+            s.delete(parse_name("h.com:5000/ns/bar:t"))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert [n.display_shortest() for n in s.list_names()] == ["foo:latest"]
+
 def test_resolve_case_insensitive_keeps_disk_case(tmp_path):
     s = Store(tmp_path)
     make_model(s, "MyUser/Foo:Big", b"w")
