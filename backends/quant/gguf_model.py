@@ -20,12 +20,13 @@ from torch import nn
 from backends.quant.blocks import DECODED, FLOAT, INT4_EXACT, Blocks, decode
 from backends.quant.kernels import KernelTable
 from backends.quant.modules import PackedEmbedding, PackedLinear, ShortlistHead, fuse_projections
-from backends.quant.pack import INT4_GROUP, block_tensors, int4_tensors, int8_tensors
+from backends.quant.pack import (INT4_GROUP, block_tensors, int4_tensors, int8_residual_tensors,
+                                 int8_tensors)
 
 log = logging.getLogger(__name__)
 
 Spec = dict[str, Any]  # one packed module: kind, fmt, in/out features, tied_to, ...
-FORMATS = {"embedding": ("blocks", "int8"), "linear": ("int4", "int8", "shortlist")}
+FORMATS = {"embedding": ("blocks", "int8", "int8_residual"), "linear": ("int4", "int8", "rescored")}
 
 
 def empty_model(config: Any) -> nn.Module:
@@ -112,22 +113,30 @@ def read_packed(gguf_path: Path) -> tuple[Any, dict[str, Spec], dict[str, torch.
             dense = processor.process(weights=blocks.dequantize(), name=t.name,
                                       tensor_key_mapping=key_map, parsed_parameters=parsed).weights
             blocks = None
-        spec, stored = _pack(modules[module_name], t.tensor_type, blocks, dense)
+        is_tied = tied and module_name == embed_name
+        spec, stored = _pack(modules[module_name], t.tensor_type, blocks, dense, is_tied)
         specs[module_name] = spec
         tensors.update({f"{module_name}.{k}": v for k, v in stored.items()})
-        if module_name == embed_name and tied:
+        if is_tied:
             specs[head_name] = _tied_head(head_name, modules[head_name], blocks, embed_name,
                                           spec, tensors)
     return config, specs, tensors
 
 
-def _pack(module: nn.Module, qtype: Any, blocks: Blocks | None,
-          dense: np.ndarray | None) -> tuple[Spec, dict[str, torch.Tensor]]:
-    if isinstance(module, nn.Embedding):  # gathered, never multiplied: groups of 32 kept exact
+def _pack(module: nn.Module, qtype: Any, blocks: Blocks | None, dense: np.ndarray | None,
+          tied: bool = False) -> tuple[Spec, dict[str, torch.Tensor]]:
+    if isinstance(module, nn.Embedding):
+        # Groups of 32 are kept exact where only gathered; tied to the head, they are also
+        # multiplied, as int8 rows, and gathered with each element's residual.
         exact = blocks is not None and blocks.group == INT4_GROUP
-        stored = block_tensors(blocks) if exact else int8_tensors(
-            blocks.dequantize() if blocks is not None else dense)
-        spec = {"kind": "embedding", "fmt": "blocks" if exact else "int8",
+        fmt = ("int8_residual" if tied else "blocks") if exact else "int8"
+        if fmt == "blocks":
+            stored = block_tensors(blocks)
+        elif fmt == "int8_residual":
+            stored = int8_residual_tensors(blocks)
+        else:
+            stored = int8_tensors(blocks.dequantize() if blocks is not None else dense)
+        spec = {"kind": "embedding", "fmt": fmt,
                 "padding_idx": module.padding_idx,
                 "embed_scale": float(getattr(module, "embed_scale", 1.0))}
         return spec, stored
@@ -144,17 +153,17 @@ def _pack(module: nn.Module, qtype: Any, blocks: Blocks | None,
 def _tied_head(name: str, head: nn.Linear, blocks: Blocks | None, embed_name: str,
                embed: Spec, tensors: dict[str, torch.Tensor]) -> Spec:
     """The LM head when the GGUF ties it to the embedding (no output tensor): it reads the
-    embedding's own tensors. Over exact blocks it is a ShortlistHead, with the codes' top 4
-    bits as its own int4 copy; over per-row int8 it shares the embedding's rows."""
-    spec: Spec = {"kind": "linear", "in": head.in_features, "out": head.out_features}
-    if embed["fmt"] == "int8":
-        return {**spec, "fmt": "int8", "tied_to": embed_name}
-    if head.in_features % 64 == 0 and head.out_features % 16 == 0:  # the int4 pack's tiles
-        fmt, own = "shortlist", int4_tensors(blocks.top_nibbles())
-    else:  # the int4 kernel can't take this shape: an int8 copy of its own
-        fmt, own = "int8", int8_tensors(blocks.dequantize())
+    embedding's own tensors. Over int8 rows with residuals it is a ShortlistHead, with the
+    codes' top 4 bits as its own int4 copy for its approximate pass at decode rows; over per-row
+    int8, or where the int4 kernel can't take the shape, it multiplies the embedding's rows."""
+    spec: Spec = {"kind": "linear", "in": head.in_features, "out": head.out_features,
+                  "tied_to": embed_name}
+    fits = head.in_features % 64 == 0 and head.out_features % 16 == 0  # the int4 pack's tiles
+    if embed["fmt"] != "int8_residual" or not fits:
+        return {**spec, "fmt": "int8"}
+    own = int4_tensors(blocks.top_nibbles())
     tensors.update({f"{name}.{k}": v for k, v in own.items()})
-    return {**spec, "fmt": fmt, "tied_to": embed_name if fmt == "shortlist" else None}
+    return {**spec, "fmt": "rescored"}
 
 
 def assemble(config: Any, specs: dict[str, Spec], tensors: dict[str, torch.Tensor],
@@ -173,7 +182,7 @@ def assemble(config: Any, specs: dict[str, Spec], tensors: dict[str, torch.Tenso
         if spec["kind"] == "embedding":
             module = PackedEmbedding(stored, torch.float32, spec.get("padding_idx"),
                                      spec.get("embed_scale", 1.0))
-        elif spec["fmt"] == "shortlist":
+        elif spec["fmt"] == "rescored":
             module = ShortlistHead(spec["in"], spec["out"], stored, table)
         else:
             module = PackedLinear(spec["fmt"], spec["in"], spec["out"], stored, table)

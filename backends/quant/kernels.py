@@ -1,14 +1,17 @@
 """The matmul kernels over packed weights, and the choice between them per CPU and batch size.
 
-Every kernel here is weight-only: activations go in as bf16. Quantizing them too (int8 x int8
-through `torch._int_mm`, VNNI's strength) made the layers' batch matmuls fastest in isolation on
-an AVX-512 EPYC, but end to end it served no faster (134.7 vs 141.2 tok/s at 32 clients), held
-280 MiB more resident (oneDNN's copies of the weights) and cost greedy quality below target
-(96.5% top-1 against float32, 97.5% weight-only); on AVX2 it was an order of magnitude slower.
-int8 weights have two: torch's packed kernel, and the codes widened to bf16 for one GEMM (batch
-rows on CPUs with bf16 arithmetic). Where a format has several candidates they are timed at a
-decode row count and a batch row count on a slice of that shape, once per CPU (the result is
-cached in a JSON file keyed by the CPU's model name, torch's capability level and thread count).
+The layers' kernels are weight-only: activations go in as bf16. Quantizing them too (int8 x
+int8 through `torch._int_mm`, VNNI's strength) made the layers' batch matmuls fastest in
+isolation on an AVX-512 EPYC, but end to end it served no faster (134.7 vs 141.2 tok/s at 32
+clients), held 280 MiB more resident (oneDNN's copies of the weights) and cost greedy quality
+below target (96.5% top-1 against float32, 97.5% weight-only); on AVX2 it was an order of
+magnitude slower. It does serve the tied LM head's approximate pass (`int8_dynamic`): the best
+candidates of that pass are rescored from the rows, so its error does not choose the token.
+int8 weights have two weight-only kernels: torch's packed kernel, and the codes widened to bf16
+for one GEMM (batch rows on CPUs with bf16 arithmetic). Where a format has several candidates
+they are timed at a decode row count and a batch row count on a slice of that shape, once per
+CPU (the result is cached in a JSON file keyed by the CPU's model name, torch's capability
+level and thread count).
 """
 
 from __future__ import annotations
@@ -31,7 +34,11 @@ log = logging.getLogger(__name__)
 # Row counts up to this are "decode"; above, "batch" (prefill, many sequences).
 DECODE_ROWS = 8
 _PROBE_ROWS = {"decode": 1, "batch": 32}
-_PROBE_N = 4096  # output rows of the slice each kernel is timed on
+# Each kernel is timed on a slice of the weight's rows: all of them up to 64 MiB of int8. A
+# slice that fits in cache times a bandwidth-bound pass as compute-bound: on a 4096-row slice
+# of gemma3's [262144 x 640] head, int8 x int8 looked faster than int4 at 1 row; over all
+# rows it was 2.5x slower.
+_PROBE_BYTES = 64 << 20
 
 
 def int4_weight_only(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -53,23 +60,52 @@ def int8_widened(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
         * w["qscale_bf16"]
 
 
+# Output columns per int8 x int8 call: each call's int32 result (4 MiB at 32 rows) is scaled
+# into the float32 output while still in cache, and the full-width int32 result is never held
+# (32 MiB at 32 rows of gemma3's head, next to the float32 one at the step's memory peak).
+_INT8_DYNAMIC_COLUMNS = 32768
+
+
+def int8_dynamic(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
+    """float32 out: each row of `x` quantized to symmetric int8 too, for int8 x int8 GEMMs
+    (`torch._int_mm`, VNNI on AVX-512). Approximate, so only for a pass an exact one follows:
+    the rescored head's at batch rows, where on an AVX-512 EPYC it took 26 against 67 ms at 16
+    rows of gemma3's [262144 x 640] and 50 against 95 at 32 (the int4 kernel is compute-bound
+    there); at 1 row it reads twice the int4 copy's bytes (14 against 6 ms)."""
+    x = x.float()
+    step = x.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127
+    xq = torch.round(x / step).clamp_(-127, 127).to(torch.int8)
+    weight, scale = w["qweight"], w["qscale"]
+    out = torch.empty(x.shape[0], weight.shape[0])
+    for start in range(0, weight.shape[0], _INT8_DYNAMIC_COLUMNS):
+        cols = slice(start, start + _INT8_DYNAMIC_COLUMNS)
+        torch.mul(torch._int_mm(xq, weight[cols].t()), step, out=out[:, cols]).mul_(scale[cols])
+    return out
+
+
 KERNELS: dict[str, Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]] = {
     "int4_weight_only": int4_weight_only,
     "int8_weight_only": int8_weight_only,
     "int8_widened": int8_widened,
+    "int8_dynamic": int8_dynamic,
 }
-CANDIDATES = {"int4": ("int4_weight_only",), "int8": ("int8_weight_only", "int8_widened")}
+CANDIDATES = {"int4": ("int4_weight_only",), "int8": ("int8_weight_only", "int8_widened"),
+              "rescored": ("int4_weight_only", "int8_dynamic")}
 
 
 def runtime_tensors(fmt: str, stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """What the kernels read, derived from the stored (portable) tensors; an int4 weight whose
-    CPU pack was cached (`stored["int4pack"]`, see loader.int4pack_file) is not packed again."""
-    if fmt == "int4":
+    CPU pack was cached (`stored["int4pack"]`, see loader.int4pack_file) is not packed again.
+    A rescored head reads both: its own int4 copy and its embedding's int8 rows."""
+    out = {}
+    if fmt in ("int4", "rescored"):
         pack = stored.get("int4pack")
-        return {"int4pack": cpu_int4_pack(stored["nibbles"]) if pack is None else pack,
+        out |= {"int4pack": cpu_int4_pack(stored["nibbles"]) if pack is None else pack,
                 "scale_zeros": stored["scale_zeros"]}
-    return {"qweight": aligned(stored["qweight"]), "qscale": stored["qscale"],
-            "qscale_bf16": stored["qscale"].to(torch.bfloat16)}
+    if fmt in ("int8", "rescored"):
+        out |= {"qweight": aligned(stored["qweight"]), "qscale": stored["qscale"],
+                "qscale_bf16": stored["qscale"].to(torch.bfloat16)}
+    return out
 
 
 def aligned(t: torch.Tensor, to: int = 64) -> torch.Tensor:
@@ -82,12 +118,10 @@ def aligned(t: torch.Tensor, to: int = 64) -> torch.Tensor:
 
 
 def _synthetic(fmt: str, n: int, k: int) -> dict[str, torch.Tensor]:
-    if fmt == "int4":
-        stored = {"nibbles": torch.randint(0, 256, (n, k // 2), dtype=torch.uint8),
-                  "scale_zeros": torch.rand(k // INT4_GROUP, n, 2).to(torch.bfloat16)}
-    else:
-        stored = {"qweight": torch.randint(-127, 128, (n, k), dtype=torch.int8),
-                  "qscale": torch.rand(n) / 100}
+    stored = {"nibbles": torch.randint(0, 256, (n, k // 2), dtype=torch.uint8),
+              "scale_zeros": torch.rand(k // INT4_GROUP, n, 2).to(torch.bfloat16),
+              "qweight": torch.randint(-127, 128, (n, k), dtype=torch.int8),
+              "qscale": torch.rand(n) / 100}
     return runtime_tensors(fmt, stored)
 
 
@@ -140,10 +174,12 @@ class KernelTable:
         out = {}
         with self._lock:
             for bucket, rows in _PROBE_ROWS.items():
-                # The candidates are part of the key: a kernel added later is measured too.
-                key = f"{fmt}:{n}x{k}:{bucket}:{'|'.join(candidates)}"
+                # The candidates and the slice are part of the key: a kernel added later, or a
+                # slice changed, is measured again.
+                probe_n = min(n, max(4096, _PROBE_BYTES // k // 64 * 64))  # whole int4 tiles
+                key = f"{fmt}:{n}x{k}@{probe_n}:{bucket}:{'|'.join(candidates)}"
                 if key not in self._choices:
-                    self._choices[key] = self._measure(fmt, min(n, _PROBE_N), k, rows, candidates)
+                    self._choices[key] = self._measure(fmt, probe_n, k, rows, candidates)
                 out[bucket] = self._choices[key]
         return out
 

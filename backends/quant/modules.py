@@ -1,7 +1,7 @@
 """Drop-in modules over packed weights: `PackedLinear` for nn.Linear, `PackedEmbedding` for
 nn.Embedding (a gather that dequantizes only the rows it gathers), and `ShortlistHead` for a
-tied LM head over an embedding kept as exact blocks. One copy of the embedding's codes serves
-the embedding and its tied head."""
+tied LM head over an embedding kept as int8 rows with residuals. One copy of the embedding's
+rows serves the embedding and its tied head."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from backends.quant.kernels import DECODE_ROWS, KERNELS, KernelTable, runtime_tensors
+from backends.quant.pack import RESIDUAL_STEPS
 
 
 class PackedLinear(nn.Module):
@@ -101,16 +102,29 @@ def fuse_projections(model: nn.Module, table: KernelTable) -> int:
     return fused
 
 
-# Rows the shortlist head rescores exactly. The exact argmax was within the approximation's
-# top 8 at each of 512 positions of gemma3:270m; its top 64 held 98.6% of the exact top 40.
+# Rows the shortlist head rescores exactly. At each of 512 positions of gemma3:270m the exact
+# argmax was within either approximation's top 64 (within the top 8: int8 at all, int4 at all
+# but one); the top 64 held 96.6% of the exact top 40 by the int4 pass, all of them by int8.
 SHORTLIST = 64
+# Of those, the best by their int8 rows are scored with their residuals too: the exact argmax
+# was within the int8 rows' top 2 at each of the 512 positions. The residuals are mapped from
+# the cache file and each row read maps the 64 KiB around it, so residuals read for 8 rather
+# than 64 rows per sequence and step keep an eighth as many of their pages resident.
+RESIDUAL_SHORTLIST = 8
 
 
 def gather_rows(stored: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
-    """float32 [*ids.shape, K]: rows `ids` of a weight kept as blocks (pack.block_tensors) or as
-    per-row int8 (pack.int8_tensors), dequantized; only these rows are touched."""
+    """float32 [*ids.shape, K]: rows `ids` of a weight kept as blocks (pack.block_tensors), as
+    per-row int8 (pack.int8_tensors) or as that with residuals (pack.int8_residual_tensors),
+    dequantized; only these rows are touched."""
     if "codes" not in stored:
-        return stored["qweight"][ids].to(torch.float32) * stored["qscale"][ids].unsqueeze(-1)
+        q = stored["qweight"][ids].to(torch.float32)
+        scale = stored["qscale"][ids].unsqueeze(-1)
+        if "residual" not in stored:
+            return q * scale
+        packed = stored["residual"][ids]  # in RESIDUAL_STEPS-ths of a step, offset by 8
+        residual = torch.stack([packed & 15, packed >> 4], -1).view(q.shape)
+        return q.mul_(RESIDUAL_STEPS).add_(residual).sub_(8).mul_(scale / RESIDUAL_STEPS)
     groups = stored["scale"].shape[-1]
     codes = stored["codes"][ids].view(*ids.shape, groups, -1).to(torch.float32)
     scale, offset = (stored[k][ids].float().unsqueeze(-1) for k in ("scale", "offset"))
@@ -144,30 +158,38 @@ class PackedEmbedding(nn.Module):
         return (gather_rows(self.stored, ids) * self.embed_scale).to(self.dtype)
 
     def extra_repr(self) -> str:
-        kind = "blocks" if "codes" in self.stored else "int8 rows"
+        kind = ("blocks" if "codes" in self.stored else
+                "int8 rows + residuals" if "residual" in self.stored else "int8 rows")
         return f"{self.num_embeddings}, {self.embedding_dim}, {kind}"
 
 
 class ShortlistHead(PackedLinear):
-    """A tied LM head whose embedding keeps 8-bit codes in groups of 32 (gemma's Q8_0): too
-    wide for torch's int4 kernel, and as per-row int8 too coarse to pick tokens (96% top-1).
-    Every token is scored on the codes' top 4 bits (blocks.top_nibbles: half the bytes of
-    running all 8 bits through the int4 kernel as two nibbles), then each row's best SHORTLIST
-    are rescored exactly from the embedding's blocks in float32, so the tokens that can be
-    picked carry exact logits and the rest approximate ones."""
+    """A tied LM head over an embedding kept as int8 rows with residuals
+    (pack.int8_residual_tensors), fmt "rescored". Every token is scored approximately, then
+    each row's best SHORTLIST are rescored in float32 from the embedding's int8 rows, and the
+    best RESIDUAL_SHORTLIST of those from the rows with their residuals, so the tokens that can
+    be picked carry (near-)exact logits and the rest approximate ones. The approximate pass is the kernel table's choice per bucket: at decode
+    rows the int4 kernel over the codes' top 4 bits (its own copy, blocks.top_nibbles: the
+    fewest bytes), at batch rows int8 x int8 over the embedding's rows (`int8_dynamic`: the int4
+    kernel is compute-bound there)."""
 
     def __init__(self, in_features: int, out_features: int, stored: dict[str, torch.Tensor],
                  table: KernelTable, shortlist: int = SHORTLIST):
-        super().__init__("int4", in_features, out_features, stored, table)
-        self.blocks = {k: stored[k] for k in ("codes", "scale", "offset")}
+        super().__init__("rescored", in_features, out_features, stored, table)
+        self.int8_rows = {"qweight": self.w["qweight"], "qscale": stored["qscale"]}
+        self.rows = {**self.int8_rows, "residual": stored["residual"]}
         self.shortlist = min(shortlist, out_features)
+        self.residual_shortlist = min(RESIDUAL_SHORTLIST, self.shortlist)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
         logits = super().forward(rows).float()
         picks = top_indices(logits, self.shortlist)  # [B, k]
-        exact = torch.bmm(gather_rows(self.blocks, picks), rows.float().unsqueeze(-1))
-        logits.scatter_(1, picks, exact.squeeze(-1))
+        column = rows.float().unsqueeze(-1)
+        scores = torch.bmm(gather_rows(self.int8_rows, picks), column).squeeze(-1)
+        best = scores.topk(self.residual_shortlist, -1, sorted=False).indices
+        exact = torch.bmm(gather_rows(self.rows, picks.gather(1, best)), column).squeeze(-1)
+        logits.scatter_(1, picks, scores.scatter_(1, best, exact))
         return logits.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

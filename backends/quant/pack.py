@@ -7,7 +7,10 @@
 - int8: 5/6/8-bit formats don't fit 4 bits, and torch's int8 kernels take one scale per row,
   so their groups are requantized from the decoded values to symmetric per-row int8.
 - blocks: the decoded codes as they are, with their group scales and offsets, for what is only
-  gathered row by row (an embedding, a shortlist head's rescoring): exact, and no kernel needed.
+  gathered row by row (an untied embedding): exact, and no kernel needed.
+- int8 with a residual: per-row int8 plus each element's rounding error in 4 bits, for a tied
+  embedding that is gathered (the embedding, the head's rescoring) and multiplied (the head's
+  approximate pass at batch rows, through `torch._int_mm`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ import torch
 from backends.quant.blocks import Blocks
 
 INT4_GROUP = 32
+# A residual nibble's step, in units of its row's int8 scale: nibbles -7..7 span the int8
+# rounding error (at most half a scale), so a row gathered with its residual is within
+# scale / 28 = (the row's largest magnitude) / 3556 of the decoded weight: finer than
+# rounding that largest element to bf16 (2^-9 of it), which every matmul input here is.
+RESIDUAL_STEPS = 14
+_RESIDUAL_CHUNK = 16384  # rows dequantized at a time: a 262k x 640 embedding is 671 MB in float32
 
 
 def int4_tensors(blocks: Blocks) -> dict[str, torch.Tensor]:
@@ -49,6 +58,22 @@ def int8_tensors(weight: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
     scale = (w.abs().amax(1) / 127).clamp_min(1e-12)
     q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
     return {"qweight": q, "qscale": scale}
+
+
+def int8_residual_tensors(blocks: Blocks) -> dict[str, torch.Tensor]:
+    """int8_tensors' {"qweight", "qscale"} plus "residual": uint8 [N, K/2], each element's
+    rounding error in RESIDUAL_STEPS-ths of its row's scale, offset by 8, two per byte."""
+    parts = []
+    for start in range(0, blocks.codes.shape[0], _RESIDUAL_CHUNK):
+        rows = slice(start, start + _RESIDUAL_CHUNK)
+        w = torch.from_numpy(Blocks(blocks.codes[rows], blocks.scale[rows], blocks.offset[rows],
+                                    blocks.group).dequantize())
+        q = int8_tensors(w)
+        step = (q["qscale"] / RESIDUAL_STEPS)[:, None]
+        err = torch.round((w - q["qweight"].float() * q["qscale"][:, None]) / step)
+        codes = (err.clamp_(-7, 7) + 8).to(torch.uint8)
+        parts.append({**q, "residual": codes[:, 0::2] | (codes[:, 1::2] << 4)})
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 def unpack_nibbles(nibbles: torch.Tensor) -> torch.Tensor:

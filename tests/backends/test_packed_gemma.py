@@ -40,10 +40,10 @@ def test_packed_gemma_cache_reload_and_engine_parity(gemma_gguf, tmp_path, monke
     entry = tmp_path / "packed" / "sha256-gemma-packed"
     assert all((entry / name).is_file() for name in loader.PACKED_FILES)
     assert loader.int4pack_file(entry).is_file()  # the reloads below read the CPU packs
-    # gemma's Q8_0 embedding is kept exact, and its tied head reads the same codes
+    # gemma's Q8_0 embedding is kept as int8 rows with residuals, which its tied head reads
     head, embed = first.model.lm_head, first.model.get_input_embeddings()
     assert isinstance(head, ShortlistHead)
-    assert head.blocks["codes"].data_ptr() == embed.stored["codes"].data_ptr()
+    assert head.rows["qweight"].data_ptr() == embed.stored["qweight"].data_ptr()
     tok = first.tokenizer
     prompt = tok.encode("The three primary colors are")
     with torch.inference_mode():

@@ -80,35 +80,75 @@ def test_kernel_choices_are_measured_once_per_cpu(tmp_path, monkeypatch):
     assert KernelTable(cache).choose("int8", 512, 256) == choice
 
 
-@pytest.mark.parametrize("qtype", [q for q in QTYPES if q.name in ("Q4_0", "Q5_0", "Q8_0")],
-                         ids=lambda q: q.name)
-def test_an_embedding_in_groups_of_32_is_gathered_exactly_and_its_tied_head_shortlists(
-        qtype, tmp_path):
+def assert_picks_the_best(got: torch.Tensor, want: torch.Tensor, x: torch.Tensor,
+                          qscale: torch.Tensor) -> None:
+    """Each row's argmax of a rescored head's logits is the exact argmax, or a token whose
+    exact logit is within the residuals' rounding of it (a near-tie either way)."""
+    picks, best = got.argmax(-1, keepdim=True), want.argmax(-1, keepdim=True)
+    # Each logit is off by at most sum(|x|) times a 28th of its row's int8 step.
+    slack = x.abs().sum(-1, keepdim=True) * (qscale[picks] + qscale[best]) / 28
+    assert (want.gather(1, picks) >= want.gather(1, best) - slack).all()
+
+
+GROUPS_OF_32 = [q for q in QTYPES if q.name in ("Q4_0", "Q5_0", "Q8_0")]
+
+
+@pytest.mark.parametrize("qtype", GROUPS_OF_32, ids=lambda q: q.name)
+def test_an_untied_embedding_in_groups_of_32_is_gathered_exactly(qtype, tmp_path):
     t = write_and_read(tmp_path / "e.gguf", qtype, rows=3008, cols=128)
-    ref = _reference(t)
-    blocks = decode(t.data, qtype, 3008, 128)
-    spec, stored = _pack(nn.Embedding(3008, 128), qtype, blocks, None)
+    spec, stored = _pack(nn.Embedding(3008, 128), qtype, decode(t.data, qtype, 3008, 128), None)
     assert spec["fmt"] == "blocks"
     emb = PackedEmbedding(stored, torch.float32, embed_scale=2.0)
     ids = torch.tensor([[0, 7, 3007], [5, 5, 1]])
-    torch.testing.assert_close(emb(ids), ref[ids] * 2.0, rtol=0, atol=0)
+    torch.testing.assert_close(emb(ids), _reference(t)[ids] * 2.0, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kernel", CANDIDATES["rescored"])
+@pytest.mark.parametrize("qtype", GROUPS_OF_32, ids=lambda q: q.name)
+def test_a_tied_embedding_keeps_int8_rows_with_residuals_and_its_head_rescores(
+        qtype, kernel, tmp_path):
+    t = write_and_read(tmp_path / "e.gguf", qtype, rows=3008, cols=128)
+    ref = _reference(t)
+    blocks = decode(t.data, qtype, 3008, 128)
+    spec, stored = _pack(nn.Embedding(3008, 128), qtype, blocks, None, tied=True)
+    assert spec["fmt"] == "int8_residual"
+    emb = PackedEmbedding(stored, torch.float32, embed_scale=2.0)
+    ids = torch.tensor([[0, 7, 3007], [5, 5, 1]])
+    # Within a 28th of the row's int8 step of the decoded weight (pack.RESIDUAL_STEPS);
+    # without the residual, off by up to half a step.
+    err = (emb(ids) / 2.0 - ref[ids]).abs()
+    step = stored["qscale"][ids].unsqueeze(-1)
+    assert (err <= step / 28 + 1e-7).all()
+    assert ((stored["qweight"][ids].float() * step - ref[ids]).abs() > step / 4).any()
 
     tensors = {f"emb.{k}": v for k, v in stored.items()}
     head_spec = _tied_head("head", nn.Linear(128, 3008), blocks, "emb", spec, tensors)
     assert head_spec == {"kind": "linear", "in": 128, "out": 3008, "tied_to": "emb",
-                         "fmt": "shortlist"}
+                         "fmt": "rescored"}
     own = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
-    head = ShortlistHead(128, 3008, {**stored, **own}, KernelTable(), shortlist=16)
-    assert head.blocks["codes"].data_ptr() == emb.stored["codes"].data_ptr()  # one copy
+    head = ShortlistHead(128, 3008, {**stored, **own}, KernelTable(forced=kernel), shortlist=16)
+    assert head.rows["qweight"].data_ptr() == emb.stored["qweight"].data_ptr()  # one copy
     torch.manual_seed(0)
-    x = torch.randn(40, 128)
-    want, got = x @ ref.T, head(x)
-    assert torch.equal(got.argmax(-1), want.argmax(-1))
-    # The shortlisted logits are exact; the rest approximate (4 of the codes' bits).
-    top = want.topk(4, -1).indices
-    torch.testing.assert_close(got.gather(1, top), want.gather(1, top), rtol=1e-5, atol=1e-4)
-    rest = _rel_err(got, want)
-    assert 0 < rest < (0.2 if qtype.name == "Q8_0" else 0.1)
+    for batch in (3, 40):  # both buckets
+        x = torch.randn(batch, 128)
+        want, got = x @ ref.T, head(x)
+        assert_picks_the_best(got, want, x, stored["qscale"])
+        # The shortlisted logits are exact but for the residuals' rounding; the rest approximate.
+        top = want.topk(4, -1).indices
+        bound = (x.abs().sum(-1, keepdim=True) * stored["qscale"][top] / 28)
+        assert ((got.gather(1, top) - want.gather(1, top)).abs() <= bound + 1e-4).all()
+        assert 0 < _rel_err(got, want) < 0.2
+
+
+def test_a_tied_head_the_int4_kernel_cannot_take_multiplies_the_embeddings_rows(tmp_path):
+    t = write_and_read(tmp_path / "e.gguf", GROUPS_OF_32[-1], rows=3000, cols=128)
+    blocks = decode(t.data, GROUPS_OF_32[-1], 3000, 128)
+    spec, stored = _pack(nn.Embedding(3000, 128), GROUPS_OF_32[-1], blocks, None, tied=True)
+    head_spec = _tied_head("head", nn.Linear(128, 3000), blocks, "emb", spec, {})
+    assert head_spec["fmt"] == "int8" and head_spec["tied_to"] == "emb"  # 3000 % 16 != 0
+    head = PackedLinear("int8", 128, 3000, stored, KernelTable())
+    x = torch.randn(2, 128)
+    assert _rel_err(head(x), x @ _reference(t).T) < 0.03
 
 
 def test_top_nibbles_approximate_codes_wider_than_4_bits(tmp_path):
@@ -158,9 +198,10 @@ def _tiny_packed(tmp_path):
             raw = quantize(w, qtype)
             blocks = decode(raw, qtype, *w.shape)
             module.weight.data = torch.from_numpy(blocks.dequantize())  # the float reference
-            specs[name], stored = _pack(module, qtype, blocks, None)
+            tied = name == "model.embed_tokens"
+            specs[name], stored = _pack(module, qtype, blocks, None, tied)
             tensors.update({f"{name}.{k}": v for k, v in stored.items()})
-            if name == "model.embed_tokens":
+            if tied:
                 specs["lm_head"] = _tied_head("lm_head", model.lm_head, blocks, name,
                                               specs[name], tensors)
     tensors.update({k: v for k, v in model.state_dict().items() if "norm" in k})
@@ -195,7 +236,7 @@ import sys, torch
 from gguf import GGMLQuantizationType as QT
 from pathlib import Path
 from torch import nn
-from tests.backends.test_quant import _reference, _rel_err
+from tests.backends.test_quant import _reference, _rel_err, assert_picks_the_best
 from tests.backends.quant_cases import write_and_read
 from backends.quant.blocks import Blocks, decode
 from backends.quant.gguf_model import _pack
@@ -220,6 +261,22 @@ for q in (QT.Q4_K, QT.Q6_K):
             err = _rel_err(layer(x), x @ _reference(t).T)
             print(q.name, kernel, batch, round(err, 5))
             assert err < 0.03
+# A tied Q8_0 embedding's head, through both approximate passes.
+from backends.quant.gguf_model import _tied_head
+from backends.quant.modules import ShortlistHead
+t = write_and_read(Path(sys.argv[1]) / "e.gguf", QT.Q8_0, rows=3008, cols=128)
+blocks = decode(t.data, QT.Q8_0, 3008, 128)
+spec, stored = _pack(nn.Embedding(3008, 128), QT.Q8_0, blocks, None, tied=True)
+tensors = {}
+_tied_head("head", nn.Linear(128, 3008), blocks, "emb", spec, tensors)
+stored |= {k.removeprefix("head."): v for k, v in tensors.items()}
+torch.manual_seed(0)
+for kernel in CANDIDATES["rescored"]:
+    head = ShortlistHead(128, 3008, stored, KernelTable(forced=kernel))
+    for batch in (1, 40):
+        x = torch.randn(batch, 128)
+        assert_picks_the_best(head(x), x @ _reference(t).T, x, stored["qscale"])
+        print("head", kernel, batch)
 print("ok")
 """
 
