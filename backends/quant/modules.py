@@ -103,8 +103,8 @@ def fuse_projections(model: nn.Module, table: KernelTable) -> int:
 
 
 # Rows the shortlist head rescores exactly. At each of 512 positions of gemma3:270m the exact
-# argmax was within either approximation's top 64 (within the top 8: int8 at all, int4 at all
-# but one); the top 64 held 96.6% of the exact top 40 by the int4 pass, all of them by int8.
+# argmax was within either approximation's top 64; the top 64 held 96.6% of the exact top 40
+# by the int4 pass, all of them by the int8 one.
 SHORTLIST = 64
 # Of those, the best by their int8 rows are scored with their residuals too: the exact argmax
 # was within the int8 rows' top 2 at each of the 512 positions. The residuals are mapped from
