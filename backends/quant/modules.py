@@ -168,10 +168,10 @@ class ShortlistHead(PackedLinear):
     (pack.int8_residual_tensors), fmt "rescored". Every token is scored approximately, then
     each row's best SHORTLIST are rescored in float32 from the embedding's int8 rows, and the
     best RESIDUAL_SHORTLIST of those from the rows with their residuals, so the tokens that can
-    be picked carry (near-)exact logits and the rest approximate ones. The approximate pass is the kernel table's choice per bucket: at decode
-    rows the int4 kernel over the codes' top 4 bits (its own copy, blocks.top_nibbles: the
-    fewest bytes), at batch rows int8 x int8 over the embedding's rows (`int8_dynamic`: the int4
-    kernel is compute-bound there)."""
+    be picked carry (near-)exact logits and the rest approximate ones. The approximate pass is
+    the kernel table's choice per bucket: at decode rows the int4 kernel over the codes' top 4
+    bits (its own copy, blocks.top_nibbles: the fewest bytes), at batch rows int8 x int8 over
+    the embedding's rows (`int8_dynamic`: the int4 kernel is compute-bound there)."""
 
     def __init__(self, in_features: int, out_features: int, stored: dict[str, torch.Tensor],
                  table: KernelTable, shortlist: int = SHORTLIST):

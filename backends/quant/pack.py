@@ -29,11 +29,15 @@ RESIDUAL_STEPS = 14
 _RESIDUAL_CHUNK = 16384  # rows dequantized at a time: a 262k x 640 embedding is 671 MB in float32
 
 
+def pack_nibbles(codes):
+    """Codes below 16, [N, K] (numpy or torch) -> two per byte [N, K/2], the low one first."""
+    return codes[:, 0::2] | (codes[:, 1::2] << 4)
+
+
 def int4_tensors(blocks: Blocks) -> dict[str, torch.Tensor]:
     """{"nibbles": uint8 [N, K/2], "scale_zeros": bf16 [K/32, N, 2]} from 4-bit codes."""
     assert blocks.group == INT4_GROUP and int(blocks.codes.max(initial=0)) < 16
-    c = blocks.codes
-    nibbles = (c[:, 0::2] | (c[:, 1::2] << 4)).astype(np.uint8)
+    nibbles = pack_nibbles(blocks.codes).astype(np.uint8)
     zero = blocks.offset + 8 * blocks.scale
     sz = np.stack([blocks.scale.T, zero.T], -1)
     return {"nibbles": torch.from_numpy(np.ascontiguousarray(nibbles)),
@@ -72,7 +76,7 @@ def int8_residual_tensors(blocks: Blocks) -> dict[str, torch.Tensor]:
         step = (q["qscale"] / RESIDUAL_STEPS)[:, None]
         err = torch.round((w - q["qweight"].float() * q["qscale"][:, None]) / step)
         codes = (err.clamp_(-7, 7) + 8).to(torch.uint8)
-        parts.append({**q, "residual": codes[:, 0::2] | (codes[:, 1::2] << 4)})
+        parts.append({**q, "residual": pack_nibbles(codes)})
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
