@@ -133,7 +133,7 @@ def table(results: dict[int, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def load_gemma(cache_dir: Path, kv_dtype: str | None, weights: str = "float"):
+def load_gemma(cache_dir: Path, kv_dtype: str | None, weights: str = "packed"):
     from bench.cli import gguf_path
 
     path = gguf_path()
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (CORRAL_NUM_THREADS)")
     ap.add_argument("--kv-dtype", default=None, help="KV cache dtype (default: the loader's)")
-    ap.add_argument("--weights", choices=("float", "packed"), default="float",
+    ap.add_argument("--weights", choices=("float", "packed"), default="packed",
                     help="GGUF weights in memory (CORRAL_GGUF_WEIGHTS)")
     ap.add_argument("--cache-dir", type=Path, default=Path(
         os.environ.get("CORRAL_TEST_CACHE") or Path.home() / ".cache" / "corral-bench" / "cache"))

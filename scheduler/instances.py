@@ -44,7 +44,7 @@ class InstanceConfig:
     max_loras: int = 4  # LoRA slots of each generative engine
     kv_cache_type: str = ""  # OLLAMA_KV_CACHE_TYPE (kv_cache_dtype); "": the loader's choice
     listener: StatsListener = NO_STATS  # told of every finished request
-    gguf_weights: str = "float"  # "float" | "packed" (backends/quant), for GGUF models
+    gguf_weights: str = "packed"  # "packed" | "float" (backends/quant), for GGUF models
 
 
 @dataclass(eq=False)

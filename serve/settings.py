@@ -159,9 +159,10 @@ class Settings:
     drain_timeout: float = 30.0  # seconds in-flight work may take after SIGTERM
     stall_timeout: float = 300.0  # seconds one engine step may take before /health fails
     log_format: str = "text"  # text | json
-    # How GGUF weights sit in memory (CORRAL_GGUF_WEIGHTS): "float" (dequantized) or "packed"
-    # (the quantized blocks repacked into torch's int4/int8 kernels, backends/quant).
-    gguf_weights: str = "float"
+    # How GGUF weights sit in memory (CORRAL_GGUF_WEIGHTS): "packed" (the quantized blocks
+    # repacked into torch's int4/int8 kernels, backends/quant; CPU only, an accelerator keeps
+    # float) or "float" (dequantized).
+    gguf_weights: str = "packed"
     num_threads: int = 0  # torch's intra-op threads (CORRAL_NUM_THREADS); 0: one per usable core
 
     @classmethod
@@ -226,7 +227,7 @@ class Settings:
             drain_timeout=max(0.0, _float(env, "CORRAL_DRAIN_TIMEOUT", 30.0)),
             stall_timeout=max(1.0, _float(env, "CORRAL_STALL_TIMEOUT", 300.0)),
             log_format="json" if _var(env, "CORRAL_LOG_FORMAT").lower() == "json" else "text",
-            gguf_weights=_choice(env, "CORRAL_GGUF_WEIGHTS", ("float", "packed"), "float"),
+            gguf_weights=_choice(env, "CORRAL_GGUF_WEIGHTS", ("float", "packed"), "packed"),
             num_threads=max(0, _int(env, "CORRAL_NUM_THREADS", 0)),
         )
 

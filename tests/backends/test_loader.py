@@ -168,14 +168,14 @@ def test_gguf_weights_setting_is_read_once_and_reaches_load_options(tmp_path):
     from serve.services import build_residency
     from serve.settings import Settings
 
-    assert Settings.from_env({}).gguf_weights == "float"
-    assert Settings.from_env({"CORRAL_GGUF_WEIGHTS": "Packed"}).gguf_weights == "packed"
-    assert Settings.from_env({"CORRAL_GGUF_WEIGHTS": "int3"}).gguf_weights == "float"
-    assert InstanceConfig(cache_dir=tmp_path).gguf_weights == "float"
-    settings = Settings.from_env({"CORRAL_GGUF_WEIGHTS": "packed", "CORRAL_CACHE": str(tmp_path),
+    assert Settings.from_env({}).gguf_weights == "packed"
+    assert Settings.from_env({"CORRAL_GGUF_WEIGHTS": "Float"}).gguf_weights == "float"
+    assert Settings.from_env({"CORRAL_GGUF_WEIGHTS": "int3"}).gguf_weights == "packed"
+    assert InstanceConfig(cache_dir=tmp_path).gguf_weights == "packed"
+    settings = Settings.from_env({"CORRAL_GGUF_WEIGHTS": "float", "CORRAL_CACHE": str(tmp_path),
                                   "HOME": str(tmp_path)})
     factory = build_residency(settings).loader.__self__  # InstanceFactory.load, bound
-    assert factory.config.gguf_weights == "packed"
+    assert factory.config.gguf_weights == "float"
 
 
 def test_a_corrupted_packed_cache_is_rebuilt_once(tmp_path, monkeypatch):
