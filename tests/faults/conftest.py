@@ -13,10 +13,12 @@ from tests.integration.conftest import start_server, stop_server
 
 
 @pytest.fixture(scope="module")
-def fault_server(tmp_path_factory: pytest.TempPathFactory, corral_cache: Path):
+def fault_server(tmp_path_factory: pytest.TempPathFactory, corral_cache: Path,
+                 request: pytest.FixtureRequest):
+    """One per test module; a module's SERVER_ENV adds to (or overrides) its environment."""
     server = start_server(tmp_path_factory.mktemp("faults"), {
         "CORRAL_CACHE": str(corral_cache), "CORRAL_DEBUG_FAULTS": "1",
-        "OLLAMA_KEEP_ALIVE": "-1"})
+        "OLLAMA_KEEP_ALIVE": "-1", **getattr(request.module, "SERVER_ENV", {})})
     yield server
     stop_server(server)
 

@@ -3,6 +3,11 @@
 The KV pool holds 4 x num_ctx tokens (num_parallel unset), so 16 concurrent requests of about
 num_ctx tokens each (two 16-token blocks of 32) are 4x what fits: the scheduler queues and preempts by recompute, and each
 request must still give exactly the text it gives alone (greedy).
+
+The server keeps float weights here: exact equality needs numerics that do not depend on the
+batch, and the packed kernels are chosen per batch size (backends/quant/kernels.py: one kernel
+up to 8 rows, another above), so a near-tie between two tokens can break the other way in a
+batch. What this file tests, the KV cache under recompute preemption, is the same for both.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from tests.faults.conftest import metric, wait_kv_full
 
 pytestmark = pytest.mark.slow
 
+SERVER_ENV = {"CORRAL_GGUF_WEIGHTS": "float"}  # read by the fault_server fixture
 MODEL = "gemma3:270m"
 OPTIONS = {"num_ctx": 32, "temperature": 0}
 NUM_PREDICT = 18  # with the ~10-token prompts, under num_ctx: no context shift

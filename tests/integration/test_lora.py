@@ -34,7 +34,10 @@ def server(tmp_path_factory, corral_cache):
 
 @pytest.fixture(scope="module")
 def adapters(gemma_gguf, corral_cache, tmp_path_factory):
-    """Two peft adapters over gemma, and an engine holding them: the oracle for the server."""
+    """Two peft adapters over gemma, and an engine holding them: the oracle for the server.
+
+    peft makes the adapters over the float model (it wraps nn.Linear); the oracle applies them
+    over the packed weights, as the server does by default."""
     lm = load_gemma(gemma_gguf, corral_cache)
     tmp = tmp_path_factory.mktemp("lora-adapters")
     dirs = []
@@ -42,6 +45,8 @@ def adapters(gemma_gguf, corral_cache, tmp_path_factory):
         lm.model = make_peft(lm.model, tmp / f"a{i}", seed=40 + i, scale=0.05, copy=False,
                              **variant).unload()
         dirs.append(tmp / f"a{i}")
+    del lm
+    lm = load_gemma(gemma_gguf, corral_cache, weights="packed")
     eng = LLMEngine(lm, EngineConfig(num_ctx=512, num_kv_blocks=64, max_loras=2))
     for i, d in enumerate(dirs):
         eng.add_lora(load_adapter(peft_files(d), lm.model, key=f"a{i}", name=f"a{i}"))

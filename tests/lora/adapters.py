@@ -92,14 +92,14 @@ def write_gguf_lora(peft_dir: Path, out: Path, arch: str, num_layers: int,
     return out
 
 
-def load_gemma(gemma_gguf: Path, cache_dir: Path):
+def load_gemma(gemma_gguf: Path, cache_dir: Path, weights: str = "float"):
     """The real gemma3:270m as the server's loader converts it (same cache key: the blob digest)."""
     import hashlib
 
     from backends.loader import LoadOptions, load_gguf
 
     digest = hashlib.sha256(gemma_gguf.read_bytes()).hexdigest()
-    return load_gguf(gemma_gguf, digest, LoadOptions(cache_dir=cache_dir))
+    return load_gguf(gemma_gguf, digest, LoadOptions(cache_dir=cache_dir, weights=weights))
 
 
 def engine_tokens(stream, eos: list[int]) -> list[int]:
