@@ -48,6 +48,8 @@ class LoadOptions:
     max_memory: dict[str, int] | None = None
     # GGUF weights in memory: "float" (dequantized) or "packed" (backends/quant).
     weights: str = "float"
+    # A first packed load packs in a child process (the server's: see _pack_in_child).
+    pack_in_child: bool = False
 
 
 def quantization_config(quantize: str, compute_dtype: torch.dtype) -> Any:
@@ -442,14 +444,50 @@ def _cached_load(build: Any, load: Any, what: str) -> LoadedModel:
     return load(build(True))
 
 
+def _packed_entry_ready(digest: str, cache_dir: Path) -> bool:
+    entry = Path(cache_dir) / "packed" / digest.replace(":", "-")
+    return all((entry / name).is_file() for name in PACKED_FILES) and int4pack_file(entry).is_file()
+
+
+def _load_packed(gguf_path: Path, digest: str, opts: LoadOptions) -> LoadedModel:
+    return _cached_load(lambda rebuild: packed_dir(gguf_path, digest, opts.cache_dir, rebuild),
+                        lambda d: load_packed_dir(d, opts), "packed")
+
+
+def prepare_packed(gguf_path: str, digest: str, cache_dir: str) -> None:
+    """What a first packed load writes: the entry, this CPU's int4 packs, the kernel choices."""
+    _load_packed(Path(gguf_path), digest, LoadOptions(cache_dir=Path(cache_dir), weights="packed"))
+
+
+def _pack_in_child(gguf_path: Path, digest: str, cache_dir: Path) -> None:
+    """A first packed load, run in a child process so the server's own load finds the entry
+    ready. Done in the server, packing left gemma3:270m's server 224 MiB larger than a warm
+    load did, for good: heap glibc does not give back, and the portable nibbles' pages of the
+    entry's mapping, touched once to pack them. A child that fails for any reason (a full
+    disk, a bad blob) leaves the work, and its error, to the load that follows here."""
+    import subprocess
+    import sys
+
+    code = "import sys; from backends.loader import prepare_packed; prepare_packed(*sys.argv[1:])"
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    done = subprocess.run([sys.executable, "-c", code, str(gguf_path), digest, str(cache_dir)],
+                          env=env, cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        log.warning("packing %s in a child process failed (exit %s): %s; packing here",
+                    gguf_path, done.returncode, done.stderr.strip()[-500:])
+
+
 def load_gguf(gguf_path: Path, digest: str, opts: LoadOptions) -> LoadedModel:
     """A causal LM from a GGUF blob, through the packed or the safetensors conversion cache."""
     gguf_path = Path(gguf_path)
     # The packed kernels are torch's CPU ones; a model placed on (or split over) an
     # accelerator keeps float weights.
     if opts.weights == "packed" and torch.device(opts.device).type == "cpu" and not opts.max_memory:
-        return _cached_load(lambda rebuild: packed_dir(gguf_path, digest, opts.cache_dir, rebuild),
-                            lambda d: load_packed_dir(d, opts), "packed")
+        if opts.pack_in_child and not _packed_entry_ready(digest, opts.cache_dir):
+            _pack_in_child(gguf_path, digest, opts.cache_dir)
+        return _load_packed(gguf_path, digest, opts)
     return _cached_load(lambda rebuild: converted_dir(gguf_path, digest, opts.cache_dir, rebuild),
                         lambda d: load_pretrained_dir(d, opts), "converted")
 

@@ -188,7 +188,7 @@ class InstanceFactory:
         model = ref.model
         opts = LoadOptions(
             cache_dir=self.config.cache_dir, device=placement.primary,
-            quantize=model.config.quantize, weights=self.config.gguf_weights,
+            quantize=model.config.quantize, weights=self.config.gguf_weights, pack_in_child=True,
             max_memory=placement.max_memory() if placement.is_split else None,
         )
         if _is_encoder(model):

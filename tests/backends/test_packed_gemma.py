@@ -77,3 +77,21 @@ def test_packed_gemma_cache_reload_and_engine_parity(gemma_gguf, tmp_path, monke
         assert got == want[: len(got)] and len(got) >= 1, (got, want)
     finally:
         eng.shutdown()
+
+
+@pytest.mark.slow
+def test_a_servers_first_packed_load_packs_in_a_child_process(gemma_gguf, tmp_path, monkeypatch):
+    """The server's loads (pack_in_child) leave a first load's packing to a child process, so
+    their own process never holds its heap; this one then reads the entry as a warm load."""
+    def not_here(*_):
+        raise AssertionError("packed in the loading process")
+
+    monkeypatch.setattr(loader, "write_packed", not_here)
+    monkeypatch.setattr(loader, "_write_int4packs", not_here)
+    opts = LoadOptions(cache_dir=tmp_path, weights="packed", pack_in_child=True)
+    lm = load_gguf(gemma_gguf, "sha256:gemma-child", opts)
+    entry = tmp_path / "packed" / "sha256-gemma-child"
+    assert all((entry / name).is_file() for name in loader.PACKED_FILES)
+    assert loader.int4pack_file(entry).is_file()
+    assert (tmp_path / "packed" / "kernels.json").is_file()  # the child's kernel choices, kept
+    assert lm.weights == "packed" and isinstance(lm.model.lm_head, ShortlistHead)
