@@ -468,11 +468,15 @@ def _pack_in_child(gguf_path: Path, digest: str, cache_dir: Path) -> None:
     import subprocess
     import sys
 
-    code = "import sys; from backends.loader import prepare_packed; prepare_packed(*sys.argv[1:])"
+    # The child runs torch with this process's thread count: the kernel table's choices it
+    # measures and keeps are keyed by it.
+    code = ("import sys, torch; torch.set_num_threads(int(sys.argv[1])); "
+            "from backends.loader import prepare_packed; prepare_packed(*sys.argv[2:])")
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
-    done = subprocess.run([sys.executable, "-c", code, str(gguf_path), digest, str(cache_dir)],
+    done = subprocess.run([sys.executable, "-c", code, str(torch.get_num_threads()),
+                           str(gguf_path), digest, str(cache_dir)],
                           env=env, cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
         log.warning("packing %s in a child process failed (exit %s): %s; packing here",

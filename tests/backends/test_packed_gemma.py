@@ -5,6 +5,7 @@ across load/unload, and the engine's greedy tokens equal `generate` on the same 
 from __future__ import annotations
 
 import gc
+import json
 import threading
 
 import pytest
@@ -89,9 +90,15 @@ def test_a_servers_first_packed_load_packs_in_a_child_process(gemma_gguf, tmp_pa
     monkeypatch.setattr(loader, "write_packed", not_here)
     monkeypatch.setattr(loader, "_write_int4packs", not_here)
     opts = LoadOptions(cache_dir=tmp_path, weights="packed", pack_in_child=True)
-    lm = load_gguf(gemma_gguf, "sha256:gemma-child", opts)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the child measures kernels at this process's thread count
+    try:
+        lm = load_gguf(gemma_gguf, "sha256:gemma-child", opts)
+    finally:
+        torch.set_num_threads(threads)
     entry = tmp_path / "packed" / "sha256-gemma-child"
     assert all((entry / name).is_file() for name in loader.PACKED_FILES)
     assert loader.int4pack_file(entry).is_file()
-    assert (tmp_path / "packed" / "kernels.json").is_file()  # the child's kernel choices, kept
+    kept = json.loads((tmp_path / "packed" / "kernels.json").read_text())  # the child's choices
+    assert [key for key in kept if "|threads=1|" in key], list(kept)
     assert lm.weights == "packed" and isinstance(lm.model.lm_head, ShortlistHead)
