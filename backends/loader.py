@@ -454,8 +454,12 @@ def _load_packed(gguf_path: Path, digest: str, opts: LoadOptions) -> LoadedModel
                         lambda d: load_packed_dir(d, opts), "packed")
 
 
-def prepare_packed(gguf_path: str, digest: str, cache_dir: str) -> None:
-    """What a first packed load writes: the entry, this CPU's int4 packs, the kernel choices."""
+def prepare_packed(gguf_path: str, digest: str, cache_dir: str, threads: str) -> None:
+    """What a first packed load writes: the entry, this CPU's int4 packs, the kernel choices
+    (measured with `threads` torch threads: the kernel table keys its choices by the count)."""
+    from backends.threads import use_torch_threads
+
+    use_torch_threads(int(threads))
     _load_packed(Path(gguf_path), digest, LoadOptions(cache_dir=Path(cache_dir), weights="packed"))
 
 
@@ -468,15 +472,12 @@ def _pack_in_child(gguf_path: Path, digest: str, cache_dir: Path) -> None:
     import subprocess
     import sys
 
-    # The child runs torch with this process's thread count: the kernel table's choices it
-    # measures and keeps are keyed by it.
-    code = ("import sys, torch; torch.set_num_threads(int(sys.argv[1])); "
-            "from backends.loader import prepare_packed; prepare_packed(*sys.argv[2:])")
+    code = "import sys; from backends.loader import prepare_packed; prepare_packed(*sys.argv[1:])"
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
-    done = subprocess.run([sys.executable, "-c", code, str(torch.get_num_threads()),
-                           str(gguf_path), digest, str(cache_dir)],
+    done = subprocess.run([sys.executable, "-c", code, str(gguf_path), digest, str(cache_dir),
+                           str(torch.get_num_threads())],
                           env=env, cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
         log.warning("packing %s in a child process failed (exit %s): %s; packing here",

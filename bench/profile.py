@@ -25,7 +25,7 @@ import torch
 from backends import attention
 from backends.loader import LoadOptions, load_gguf
 from backends.sampling_params import SamplingParams
-from backends.threads import torch_threads
+from backends.threads import use_torch_threads
 from scheduler.engine import EngineConfig, LLMEngine
 
 ROWS = [
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=Path(
         os.environ.get("CORRAL_TEST_CACHE") or Path.home() / ".cache" / "corral-bench" / "cache"))
     a = ap.parse_args(argv)
-    torch.set_num_threads(torch_threads(a.threads))  # as the server does
+    use_torch_threads(a.threads)  # as the server does
     loaded = load_gemma(a.cache_dir, a.kv_dtype, a.weights)
     sizes = [int(c) for c in a.clients.split(",")]
     engine = LLMEngine(loaded, EngineConfig(num_ctx=512, max_num_seqs=max(sizes),

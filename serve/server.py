@@ -10,7 +10,7 @@ import sys
 import torch
 import uvicorn
 
-from backends.threads import torch_threads
+from backends.threads import use_torch_threads
 from serve import logs
 from serve.app import build_app
 from serve.auth import redact
@@ -43,7 +43,7 @@ def run(settings: Settings) -> None:
     redact.install()  # before any handler exists: every record of every logger is redacted
     redact.add_secrets([*settings.api_keys, *(pw for _, _, pw in settings.registry_auth)])
     logs.configure(settings.log_format, settings.debug)
-    torch.set_num_threads(torch_threads(settings.num_threads))
+    use_torch_threads(settings.num_threads)
     skip_triton_without_cuda()
     raise_fd_limit()
     app = build_app(settings)
