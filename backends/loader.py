@@ -187,15 +187,23 @@ def verify_blob(path: Path, digest: str) -> None:
                             "pull or create the model again")
 
 
+def _entry_dir(kind: str, digest: str, cache_dir: Path) -> Path:
+    return Path(cache_dir) / kind / digest.replace(":", "-")
+
+
+def _has_files(directory: Path, names: tuple[str, ...]) -> bool:
+    return all((directory / name).is_file() for name in names)
+
+
 def _derived_dir(kind: str, gguf_path: Path, digest: str, cache_dir: Path, ready: tuple[str, ...],
                  fill: Any, rebuild: bool) -> Path:
     """`<cache_dir>/<kind>/<digest>/`, derived from a GGUF blob by `fill(tmp_dir)` the first time
     (after checking the blob's digest), or again when `rebuild`: the cached one failed to load.
     It counts as present once every file in `ready` is there."""
-    final = Path(cache_dir) / kind / digest.replace(":", "-")
+    final = _entry_dir(kind, digest, cache_dir)
     if rebuild:
         shutil.rmtree(final, ignore_errors=True)
-    if all((final / name).is_file() for name in ready):
+    if _has_files(final, ready):
         return final
     verify_blob(Path(gguf_path), digest)
     log.info("building the %s form of %s in %s", kind, gguf_path, final)
@@ -445,8 +453,8 @@ def _cached_load(build: Any, load: Any, what: str) -> LoadedModel:
 
 
 def _packed_entry_ready(digest: str, cache_dir: Path) -> bool:
-    entry = Path(cache_dir) / "packed" / digest.replace(":", "-")
-    return all((entry / name).is_file() for name in PACKED_FILES) and int4pack_file(entry).is_file()
+    entry = _entry_dir("packed", digest, cache_dir)
+    return _has_files(entry, PACKED_FILES) and int4pack_file(entry).is_file()
 
 
 def _load_packed(gguf_path: Path, digest: str, opts: LoadOptions) -> LoadedModel:
@@ -473,12 +481,9 @@ def _pack_in_child(gguf_path: Path, digest: str, cache_dir: Path) -> None:
     import sys
 
     code = "import sys; from backends.loader import prepare_packed; prepare_packed(*sys.argv[1:])"
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    root = Path(__file__).resolve().parents[1]  # `-c` imports from the working directory
     done = subprocess.run([sys.executable, "-c", code, str(gguf_path), digest, str(cache_dir),
-                           str(torch.get_num_threads())],
-                          env=env, cwd=root, capture_output=True, text=True)
+                           str(torch.get_num_threads())], cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
         log.warning("packing %s in a child process failed (exit %s): %s; packing here",
                     gguf_path, done.returncode, done.stderr.strip()[-500:])

@@ -22,14 +22,12 @@ def torch_threads(requested: int = 0) -> int:
     return requested if requested > 0 else max(1, len(os.sched_getaffinity(0)))
 
 
-def use_torch_threads(requested: int = 0) -> int:
-    """Give this process's torch `torch_threads(requested)` intra-op threads; returns how many.
-    For a process's start: the server's, and the child that packs a model for it."""
+def use_torch_threads(requested: int = 0) -> None:
+    """Give this process's torch `torch_threads(requested)` intra-op threads. For a process's
+    start: the server's, and the child that packs a model for it."""
     import torch
 
-    threads = torch_threads(requested)
-    torch.set_num_threads(threads)
-    return threads
+    torch.set_num_threads(torch_threads(requested))
 
 
 async def in_own_thread(fn: Callable[..., T], *args, **kwargs) -> T:
