@@ -7,7 +7,9 @@ module global, because several models (and engines) share one process.
 
 Per layer the K/V cache is a pair of tensors `[num_blocks, block_size, num_kv_heads, head_dim]`.
 New K/V are written at `slot_mapping` (`block_id * block_size + offset`); each sequence then
-reads its whole context back through its block table.
+reads its whole context back through its block table. The sliding-window layers of a model
+with a window KV group (scheduler/block_manager.py) have their own, smaller cache, slots and
+block tables: `window_layers` names them.
 
 Two kernels sit behind `paged_attention`: pure PyTorch (CPU, and the CUDA fallback) and
 flash-attn's varlen kernel when it is importable on CUDA.
@@ -69,7 +71,12 @@ class AttentionMetadata:
     # Host copies: context lengths [N] and the block tables padded with block 0 [N, W].
     context_lens_t: Tensor | None = None
     block_tables_t: Tensor | None = None
-    _layouts: dict[int | None, _Layout] = field(default_factory=dict)
+    # The window KV group, when the model has one: its slots and padded tables, and its layers.
+    window_block_tables: list[list[int]] | None = None
+    window_slot_mapping: Tensor | None = None
+    window_tables_t: Tensor | None = None
+    window_layers: frozenset[int] = frozenset()
+    _layouts: dict[tuple[bool, int | None], _Layout] = field(default_factory=dict)
     _on_device: dict[torch.device, "AttentionMetadata"] = field(default_factory=dict)
 
     def on(self, device: torch.device) -> "AttentionMetadata":
@@ -79,7 +86,8 @@ class AttentionMetadata:
         meta = self._on_device.get(device)
         if meta is None:
             meta = build_metadata(self.kv_caches, self.query_lens, self.context_lens,
-                                  self.block_tables, self.block_size, device)
+                                  self.block_tables, self.block_size, device,
+                                  self.window_block_tables, self.window_layers)
             self._on_device[device] = meta
         return meta
 
@@ -87,14 +95,15 @@ class AttentionMetadata:
     def num_tokens(self) -> int:
         return sum(self.query_lens)
 
-    def layout(self, window: int | None) -> _Layout:
+    def layout(self, window: int | None, grouped: bool = False) -> _Layout:
+        """The key layout for one window size, through the window group's tables if `grouped`."""
         # Sliding windows at least as long as every context behave like full attention.
         if window is not None and window >= max(self.context_lens):
             window = None
-        lay = self._layouts.get(window)
+        lay = self._layouts.get((grouped, window))
         if lay is None:
-            lay = self._build_layout(window)
-            self._layouts[window] = lay
+            lay = self._build_layout(window, self.window_tables_t if grouped else self.block_tables_t)
+            self._layouts[(grouped, window)] = lay
         return lay
 
     def _key_range(self, i: int, window: int | None) -> tuple[int, int]:
@@ -102,20 +111,20 @@ class AttentionMetadata:
         first = 0 if window is None else max(0, ctx - q - window + 1)
         return first, ctx
 
-    def _slots(self, i: int, first: int, last: int) -> Tensor:
+    def _slots(self, tables: Tensor, i: int, first: int, last: int) -> Tensor:
         """Cache slots of positions [first, last) of sequence i, as a host tensor."""
         pos = torch.arange(first, last)
         bs = self.block_size
-        return self.block_tables_t[i, pos // bs] * bs + pos % bs
+        return tables[i, pos // bs] * bs + pos % bs
 
-    def _decode_layout(self, lay: _Layout, window: int | None) -> None:
+    def _decode_layout(self, lay: _Layout, window: int | None, tables: Tensor) -> None:
         """All decode rows at once: each row's blocks from its first key's block on."""
         nd, bs, dev = self.num_decodes, self.block_size, self.device
         ctx = self.context_lens_t[:nd]
         first = torch.zeros_like(ctx) if window is None else (ctx - window).clamp(min=0)
         b0 = first // bs
         nb = int(((ctx + bs - 1) // bs - b0).max())
-        table = self.block_tables_t[:nd]
+        table = tables[:nd]
         idx = (b0[:, None] + torch.arange(nb)[None, :]).clamp(max=table.shape[1] - 1)
         lay.decode_blocks = table.gather(1, idx).to(dev)
         lay.decode_width = int((ctx - b0 * bs).max())
@@ -124,26 +133,26 @@ class AttentionMetadata:
         if not bool(valid.all()):
             lay.decode_mask = valid[:, None, None, :].to(dev)
 
-    def _build_layout(self, window: int | None) -> _Layout:
+    def _build_layout(self, window: int | None, tables: Tensor) -> _Layout:
         lay = _Layout()
         dev = self.device
         if self.use_flash:
             parts, cu = [], [0]
             for i in range(len(self.query_lens)):
                 first, last = self._key_range(i, window)
-                parts.append(self._slots(i, first, last))
+                parts.append(self._slots(tables, i, first, last))
                 cu.append(cu[-1] + last - first)
                 lay.max_seqlen_k = max(lay.max_seqlen_k, last - first)
             lay.flat_slots = torch.cat(parts).to(dev)
             lay.cu_seqlens_k = torch.tensor(cu, dtype=torch.int32, device=dev)
             return lay
         if self.num_decodes:
-            self._decode_layout(lay, window)
+            self._decode_layout(lay, window, tables)
         start = self.num_decodes
         for i in range(self.num_decodes, len(self.query_lens)):  # prefill chunks: a few a step
             q, ctx = self.query_lens[i], self.context_lens[i]
             first, last = self._key_range(i, window)
-            slots = self._slots(i, first, last).to(dev)
+            slots = self._slots(tables, i, first, last).to(dev)
             if window is None and q == ctx:
                 # A whole prompt at once: the kernel's own causal mode is faster than a mask.
                 lay.prefills.append((start, start + q, slots, None))
@@ -166,12 +175,17 @@ def build_metadata(
     block_tables: list[list[int]],
     block_size: int,
     device: torch.device,
+    window_block_tables: list[list[int]] | None = None,
+    window_layers: frozenset[int] = frozenset(),
 ) -> AttentionMetadata:
-    """Metadata for one step. Sequences with one new token (decodes) must come first."""
+    """Metadata for one step. Sequences with one new token (decodes) must come first.
+
+    `window_block_tables` (with `window_layers`, the layers that read them) is the window KV
+    group's tables, where released blocks are NULL_BLOCK (-1): no query reads them again.
+    """
     q = torch.tensor(query_lens, dtype=torch.long)
     ctx = torch.tensor(context_lens, dtype=torch.long)
-    width = max(len(t) for t in block_tables)
-    tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], dtype=torch.long)
+    tables = _padded(block_tables)
     # Each new token's sequence and position, then its slot through that sequence's table.
     seq_of = torch.repeat_interleave(torch.arange(len(query_lens)), q)
     offset = (ctx - q) - (torch.cumsum(q, 0) - q)  # position minus flat index, per sequence
@@ -194,11 +208,24 @@ def build_metadata(
         context_lens_t=ctx,
         block_tables_t=tables,
     )
+    if window_block_tables is not None and window_layers:
+        w_tables = _padded(window_block_tables)
+        w_slots = w_tables[seq_of, positions // block_size] * block_size + positions % block_size
+        meta.window_block_tables, meta.window_layers = window_block_tables, window_layers
+        meta.window_tables_t, meta.window_slot_mapping = w_tables, w_slots.to(device)
     if use_flash:
         cu = torch.zeros(len(query_lens) + 1, dtype=torch.int32)
         cu[1:] = torch.cumsum(q, 0)
         meta.cu_seqlens_q = cu.to(device)
     return meta
+
+
+def _padded(block_tables: list[list[int]]) -> Tensor:
+    """[N, W] block tables, padded (and released entries replaced) with block 0, which the
+    layouts never read unmasked."""
+    width = max(len(t) for t in block_tables)
+    rows = [t + [0] * (width - len(t)) for t in block_tables]
+    return torch.tensor(rows, dtype=torch.long).clamp_(min=0)
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float,
@@ -239,9 +266,10 @@ def _gather_blocks(flat: Tensor, lay: _Layout, block_size: int, dtype: torch.dty
 
 
 def _torch_attention(meta: AttentionMetadata, q: Tensor, k_flat: Tensor, v_flat: Tensor,
-                     window: int | None, scale: float, softcap: float | None) -> Tensor:
+                     window: int | None, scale: float, softcap: float | None,
+                     grouped: bool) -> Tensor:
     """q [T, Hq, D]; k_flat/v_flat [slots, Hkv, D]. Returns [T, Hq, D]."""
-    lay = meta.layout(window)
+    lay = meta.layout(window, grouped)
     out = torch.empty_like(q)
     nd = meta.num_decodes
     if nd:
@@ -259,9 +287,10 @@ def _torch_attention(meta: AttentionMetadata, q: Tensor, k_flat: Tensor, v_flat:
 
 
 def _flash_attention(meta: AttentionMetadata, q: Tensor, k_flat: Tensor, v_flat: Tensor,
-                     window: int | None, scale: float, softcap: float | None) -> Tensor:
+                     window: int | None, scale: float, softcap: float | None,
+                     grouped: bool) -> Tensor:
     # flash-attn's paged mode needs 256-token pages; gathering the context keeps any block size.
-    lay = meta.layout(window)
+    lay = meta.layout(window, grouped)
     return flash_attn_varlen_func(
         q,
         k_flat.index_select(0, lay.flat_slots).to(q.dtype),
@@ -301,13 +330,15 @@ def paged_attention(
     meta = meta.on(k_cache.device)
     k_flat = k_cache.view(-1, *k_cache.shape[2:])
     v_flat = v_cache.view(-1, *v_cache.shape[2:])
-    k_flat.index_copy_(0, meta.slot_mapping, key[0].transpose(0, 1).to(k_flat.dtype))
-    v_flat.index_copy_(0, meta.slot_mapping, value[0].transpose(0, 1).to(v_flat.dtype))
+    grouped = module.layer_idx in meta.window_layers
+    slot_mapping = meta.window_slot_mapping if grouped else meta.slot_mapping
+    k_flat.index_copy_(0, slot_mapping, key[0].transpose(0, 1).to(k_flat.dtype))
+    v_flat.index_copy_(0, slot_mapping, value[0].transpose(0, 1).to(v_flat.dtype))
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     q = query[0].transpose(0, 1)  # [T, Hq, D]
     kernel = _flash_attention if meta.use_flash else _torch_attention
-    out = kernel(meta, q, k_flat, v_flat, sliding_window, scaling, softcap)
+    out = kernel(meta, q, k_flat, v_flat, sliding_window, scaling, softcap, grouped)
     return out[None], None
 
 

@@ -34,6 +34,7 @@ class SeqChunk:
     token_ids: list[int]  # the tokens to compute this step
     start_pos: int  # position of token_ids[0] (= tokens already in the KV cache)
     block_table: list[int]
+    window_block_table: list[int] = field(default_factory=list)  # the window KV group's, if any
     sample: bool = True  # False for a prefill chunk that does not reach the prompt's end
     params: SamplingParams = field(default_factory=SamplingParams)
     generator: torch.Generator | None = None
@@ -49,6 +50,17 @@ def kv_cache_shape(config, block_size: int) -> tuple[int, int, int, int]:
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     return text.num_hidden_layers, block_size, kv_heads, head_dim
+
+
+def sliding_window_layers(config) -> tuple[int | None, frozenset[int]]:
+    """The sliding window of a decoder's sliding-attention layers, and which layers those are."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(text, "sliding_window", None)
+    types = getattr(text, "layer_types", None) or []
+    layers = frozenset(i for i, t in enumerate(types) if t == "sliding_attention")
+    if not isinstance(window, int) or window < 1 or not layers:
+        return None, frozenset()
+    return window, layers
 
 
 def kv_dtype(loaded: LoadedModel) -> torch.dtype:
@@ -75,7 +87,9 @@ def _layer_devices(model: torch.nn.Module, layers: int, default: torch.device) -
 
 class ModelRunner:
     def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int = 16,
-                 loras: LoRAManager | None = None):
+                 loras: LoRAManager | None = None, num_window_blocks: int = 0):
+        """`num_window_blocks` > 0 gives the sliding-window layers their own, smaller cache
+        (the window KV group of scheduler/block_manager.py)."""
         self.loaded = loaded
         self.loras = loras
         self.model = loaded.model
@@ -88,13 +102,14 @@ class ModelRunner:
         # Each layer's cache lives with that layer's weights (a split model spans devices).
         layer_devices = _layer_devices(loaded.model, layers, self.device)
         dtype = kv_dtype(loaded)
-        self.kv_caches = [
-            (
-                torch.zeros(num_blocks, bs, kv_heads, head_dim, dtype=dtype, device=dev),
-                torch.zeros(num_blocks, bs, kv_heads, head_dim, dtype=dtype, device=dev),
-            )
-            for dev in layer_devices
-        ]
+        self.window_layers = sliding_window_layers(loaded.config)[1] if num_window_blocks else frozenset()
+        self.kv_caches = []
+        for i, dev in enumerate(layer_devices):
+            n = num_window_blocks if i in self.window_layers else num_blocks
+            self.kv_caches.append((
+                torch.zeros(n, bs, kv_heads, head_dim, dtype=dtype, device=dev),
+                torch.zeros(n, bs, kv_heads, head_dim, dtype=dtype, device=dev),
+            ))
         self.sampler = Sampler()
         self.timer = StepTimer()  # switched on by bench.profile
         text = loaded.config.get_text_config() if hasattr(loaded.config, "get_text_config") else loaded.config
@@ -141,6 +156,8 @@ class ModelRunner:
             self.kv_caches, query_lens,
             [c.start_pos + n for c, n in zip(chunks, query_lens)],
             [c.block_table for c in chunks], self.block_size, self.device,
+            [c.window_block_table for c in chunks] if self.window_layers else None,
+            self.window_layers,
         )
         input_ids = torch.tensor([list(itertools.chain.from_iterable(c.token_ids for c in chunks))])
         ends = torch.cumsum(torch.tensor(query_lens), 0) - 1

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from backends.detokenizer import IncrementalDetokenizer
 from backends.loader import LoadedModel
 from backends.lora import LoRAManager, LoRAWeights
-from backends.model_runner import ModelRunner, SeqChunk, kv_block_bytes, kv_dtype
+from backends.model_runner import ModelRunner, SeqChunk, kv_block_bytes, kv_dtype, sliding_window_layers
 from backends.sampler import Logprobs
 from backends.sampling_params import SamplingParams
 from backends.structured import GrammarCache
 from registry.errors import APIError
-from scheduler.block_manager import BlockManager
+from scheduler.block_manager import BlockManager, window_pool_size
 from scheduler.faults import INJECTOR
 from scheduler.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
 from scheduler.sequence import Sequence
@@ -207,8 +207,15 @@ class LLMEngine:
         max_seqs = cfg.max_num_seqs or max(16, num_blocks * cfg.block_size // self.num_ctx)
         self.loras = (LoRAManager(loaded.model, cfg.max_loras, cfg.lora_path)
                       if cfg.max_loras > 0 else None)
-        self.runner = ModelRunner(loaded, num_blocks, cfg.block_size, self.loras)
-        self.block_manager = BlockManager(num_blocks, cfg.block_size, cfg.enable_prefix_caching)
+        # Sliding-window layers get their own pool, sized for what windows can reach.
+        window, _ = sliding_window_layers(loaded.config)
+        num_window_blocks = (window_pool_size(window, cfg.block_size, max_seqs, cfg.max_num_batched_tokens)
+                             if window is not None and window < self.num_ctx else 0)
+        if num_window_blocks >= num_blocks:
+            window, num_window_blocks = None, 0  # no smaller than the full pool: one group
+        self.runner = ModelRunner(loaded, num_blocks, cfg.block_size, self.loras, num_window_blocks)
+        self.block_manager = BlockManager(num_blocks, cfg.block_size, cfg.enable_prefix_caching,
+                                          window if num_window_blocks else None, num_window_blocks)
         self.scheduler = Scheduler(
             SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens),
             self.block_manager,
@@ -459,6 +466,7 @@ class LLMEngine:
                 token_ids=seq.token_ids[start:start + n],
                 start_pos=start,
                 block_table=seq.block_table,
+                window_block_table=seq.window_block_table,
                 sample=start + n == seq.num_tokens,
                 params=seq.params,
                 generator=seq.generator,

@@ -35,6 +35,7 @@ class Sequence:
     num_prefix_query_tokens: int = 0  # tokens looked up in the prefix cache at admission
     status: SequenceStatus = SequenceStatus.WAITING
     block_table: list[int] = field(default_factory=list)
+    window_block_table: list[int] = field(default_factory=list)  # sliding layers' blocks, if any
     generator: torch.Generator | None = None
     detokenizer: Any = None
     constraint: Any = None  # a GrammarConstraint: fed only sampled tokens, kept across recomputes

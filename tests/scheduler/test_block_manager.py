@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backends.sampling_params import SamplingParams
-from scheduler.block_manager import BlockManager
+from scheduler.block_manager import NULL_BLOCK, BlockManager, window_pool_size
 from scheduler.scheduler import Scheduler, SchedulerConfig
 from scheduler.sequence import Sequence
 
@@ -175,3 +175,71 @@ def test_newest_is_preempted_for_an_older_decode():
     b.token_ids.append(3)  # b is now an unfinished 2-token chunk, so it sorts after a
     batch = sch.schedule()
     assert b in batch.preempted and [s for s, _ in batch.entries] == [a]
+
+
+# ---- the window KV group (sliding-window layers) ---------------------------------------------
+
+def window_manager(num_blocks: int = 32, window: int = 8, window_blocks: int = 16) -> BlockManager:
+    return BlockManager(num_blocks, 4, window=window, num_window_blocks=window_blocks)
+
+
+def test_window_group_releases_blocks_behind_every_future_window():
+    bm = window_manager()
+    s = seq(range(30))
+    compute_all(bm, s)
+    assert len(s.window_block_table) == 8 and bm.window_pool.num_free == 8
+    s.append_token(5)
+    assert bm.allocate_slots(s, 1)
+    # The next query sits at 30 and reads keys 23..30: blocks 0-4 (keys 0..19) are never read.
+    assert s.window_block_table[:5] == [NULL_BLOCK] * 5
+    assert NULL_BLOCK not in s.window_block_table[5:]
+    assert bm.window_pool.num_free == 16 - 3 and len(s.block_table) == 8
+    bm.free(s)
+    assert bm.window_pool.num_free == 16 and bm.num_free_blocks == 32
+
+
+def test_window_prefix_hit_needs_the_blocks_the_window_reads():
+    bm = window_manager()
+    a = seq(range(25))
+    compute_all(bm, a)
+    s2 = seq(range(25))
+    hits = bm.lookup_prefix(s2)  # six full blocks; the window reads blocks 4 and 5 of them
+    assert hits == a.block_table[:6]
+    assert bm.allocate_slots(s2, 1, hits)
+    assert s2.window_block_table[:4] == [NULL_BLOCK] * 4
+    assert s2.window_block_table[4:6] == a.window_block_table[4:6]
+    bm.free(s2)
+    # a releases its sliding blocks 0-3; released, they stay findable until reused.
+    a.append_token(1)
+    assert bm.allocate_slots(a, 1)
+    assert len(bm.lookup_prefix(seq(list(range(12)) + [99]))) == 3
+    other = seq(range(100, 152))
+    compute_all(bm, other)  # takes every free sliding block, a's released ones among them
+    assert bm.window_pool.num_free == 0
+    assert len(bm.lookup_prefix(seq(list(range(12)) + [99]))) == 0  # full blocks alone: no hit
+    bm.free(a)
+    bm.free(other)
+    # a's blocks 4 and 5 survived in both groups: the whole prefix hits again.
+    assert len(bm.lookup_prefix(seq(range(25)))) == 6
+
+
+def test_window_pool_size_runs_its_sequences_without_preemption():
+    window, bs, max_seqs, budget = 8, 4, 3, 10
+    bm = BlockManager(64, bs, window=window,
+                      num_window_blocks=window_pool_size(window, bs, max_seqs, budget))
+    sch = Scheduler(SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=budget), bm)
+    seqs = [seq(range(i * 50, i * 50 + 13 + i)) for i in range(max_seqs)]
+    for s in seqs:
+        sch.add(s)
+    for step in range(60):
+        batch = sch.schedule()
+        assert not batch.preempted
+        for s, n in batch.entries:
+            s.num_computed_tokens += n
+            bm.cache_full_blocks(s)
+            if s.num_new_tokens == 0:
+                s.append_token(step)
+    assert all(s.num_tokens > 40 for s in seqs)
+    for s in seqs:
+        sch.finish(s, "stop")
+    assert bm.window_pool.num_free == bm.window_pool.num_blocks

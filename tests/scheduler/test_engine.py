@@ -18,16 +18,31 @@ def greedy(n: int, **kw) -> SamplingParams:
     return SamplingParams(temperature=0.0, num_predict=n, **kw)
 
 
-@pytest.fixture(scope="module", params=["llama", "gemma3"])
+# Models whose engines run few enough sequences that the sliding layers get their own,
+# smaller KV pool (the window group): every test below then runs through it too.
+WINDOW_GROUP: set[int] = set()
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma3", "gemma3-window-group"])
 def model(request):
-    return tiny_llama() if request.param == "llama" else tiny_gemma3()
+    if request.param == "llama":
+        return tiny_llama()
+    loaded = tiny_gemma3()
+    if request.param == "gemma3-window-group":
+        WINDOW_GROUP.add(id(loaded))
+    return loaded
 
 
 def make_engine(model, start: bool = True, **kw) -> LLMEngine:
     """An engine on its own thread, or (start=False) one the test steps by hand."""
     cfg = dict(block_size=4, num_kv_blocks=64, num_ctx=256, max_num_batched_tokens=64)
+    if id(model) in WINDOW_GROUP:
+        cfg["max_num_seqs"] = 4  # window pool 4 * (8/4 + 2) + 64/4 = 32 blocks of the 64
     cfg.update(kw)
-    return LLMEngine(model, EngineConfig(**cfg), start=start)
+    eng = LLMEngine(model, EngineConfig(**cfg), start=start)
+    if id(model) in WINDOW_GROUP and cfg["num_kv_blocks"] == 64:
+        assert eng.block_manager.window_pool is not None
+    return eng
 
 
 def prompt(seed: int, n: int) -> list[int]:
@@ -349,3 +364,21 @@ def test_stream_for_a_loop_created_from_a_worker_thread(model):
     finally:
         eng.shutdown()
     assert got == reference_greedy(model, p, 4)
+
+
+def test_window_group_gives_sliding_layers_a_smaller_cache():
+    loaded = tiny_gemma3()  # layers 0-1 slide over 8 tokens, layer 2 attends fully
+    eng = LLMEngine(loaded, EngineConfig(block_size=4, num_kv_blocks=64, num_ctx=256,
+                                         max_num_seqs=4, max_num_batched_tokens=64), start=False)
+    sizes = [k.shape[0] for k, _ in eng.runner.kv_caches]
+    assert sizes == [32, 32, 64]
+    p = prompt(40, 30)
+    stream = eng.add_request(p, greedy(20))
+    run_until_idle(eng)
+    assert drain(stream) == reference_greedy(loaded, p, 20)
+    pool = eng.block_manager.window_pool
+    assert pool.num_free == pool.num_blocks
+    # As many sequences as the pool is sized for share it with no preemption.
+    streams = [eng.add_request(prompt(41 + i, 25 + 3 * i), greedy(30)) for i in range(4)]
+    run_until_idle(eng)
+    assert eng.stats().num_preemptions == 0 and all(len(drain(s)) == 30 for s in streams)
