@@ -190,7 +190,7 @@ def build_metadata(
     seq_of = torch.repeat_interleave(torch.arange(len(query_lens)), q)
     offset = (ctx - q) - (torch.cumsum(q, 0) - q)  # position minus flat index, per sequence
     positions = torch.arange(seq_of.shape[0]) + offset[seq_of]
-    slots = tables[seq_of, positions // block_size] * block_size + positions % block_size
+    slots = _slot_mapping(tables, seq_of, positions, block_size)
     not_decode = (q != 1).nonzero()
     num_decodes = int(not_decode[0]) if len(not_decode) else len(query_lens)
     use_flash = flash_attn_varlen_func is not None and device.type == "cuda"
@@ -210,7 +210,7 @@ def build_metadata(
     )
     if window_block_tables is not None and window_layers:
         w_tables = _padded(window_block_tables)
-        w_slots = w_tables[seq_of, positions // block_size] * block_size + positions % block_size
+        w_slots = _slot_mapping(w_tables, seq_of, positions, block_size)
         meta.window_block_tables, meta.window_layers = window_block_tables, window_layers
         meta.window_tables_t, meta.window_slot_mapping = w_tables, w_slots.to(device)
     if use_flash:
@@ -218,6 +218,11 @@ def build_metadata(
         cu[1:] = torch.cumsum(q, 0)
         meta.cu_seqlens_q = cu.to(device)
     return meta
+
+
+def _slot_mapping(tables: Tensor, seq_of: Tensor, positions: Tensor, block_size: int) -> Tensor:
+    """Each new token's cache slot, through its sequence's row of `tables`."""
+    return tables[seq_of, positions // block_size] * block_size + positions % block_size
 
 
 def _padded(block_tables: list[list[int]]) -> Tensor:

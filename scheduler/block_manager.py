@@ -109,14 +109,15 @@ class BlockManager:
                  window: int | None = None, num_window_blocks: int = 0):
         if num_blocks < 1 or block_size < 1:
             raise ValueError("num_blocks and block_size must be positive")
-        if window is not None and (window < 1 or num_window_blocks < 1):
+        if num_window_blocks < 0 or (num_window_blocks and (window is None or window < 1)):
             raise ValueError("a sliding-window group needs a positive window and pool")
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.pool = BlockPool(num_blocks)
         self.window = window
-        self.window_pool = BlockPool(num_window_blocks) if window is not None else None
+        # num_window_blocks 0: no window group, every layer reads the full pool's blocks.
+        self.window_pool = BlockPool(num_window_blocks) if num_window_blocks else None
         self._seq_hashes: dict[int, list[bytes]] = {}  # seq_id -> hashes of its full blocks
         self.prefix_query_tokens = 0
         self.prefix_hit_tokens = 0

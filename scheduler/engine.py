@@ -207,15 +207,16 @@ class LLMEngine:
         max_seqs = cfg.max_num_seqs or max(16, num_blocks * cfg.block_size // self.num_ctx)
         self.loras = (LoRAManager(loaded.model, cfg.max_loras, cfg.lora_path)
                       if cfg.max_loras > 0 else None)
-        # Sliding-window layers get their own pool, sized for what windows can reach.
+        # Sliding-window layers get their own pool, sized for what windows can reach, unless
+        # that is no smaller than the full pool (then 0: one group).
         window, _ = sliding_window_layers(loaded.config)
         num_window_blocks = (window_pool_size(window, cfg.block_size, max_seqs, cfg.max_num_batched_tokens)
                              if window is not None and window < self.num_ctx else 0)
         if num_window_blocks >= num_blocks:
-            window, num_window_blocks = None, 0  # no smaller than the full pool: one group
+            num_window_blocks = 0
         self.runner = ModelRunner(loaded, num_blocks, cfg.block_size, self.loras, num_window_blocks)
         self.block_manager = BlockManager(num_blocks, cfg.block_size, cfg.enable_prefix_caching,
-                                          window if num_window_blocks else None, num_window_blocks)
+                                          window, num_window_blocks)
         self.scheduler = Scheduler(
             SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens),
             self.block_manager,
