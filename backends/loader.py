@@ -201,10 +201,11 @@ def _derived_dir(kind: str, gguf_path: Path, digest: str, cache_dir: Path, ready
     (after checking the blob's digest), or again when `rebuild`: the cached one failed to load.
     It counts as present once every file in `ready` is there."""
     final = _entry_dir(kind, digest, cache_dir)
-    if rebuild:
-        shutil.rmtree(final, ignore_errors=True)
-    if _has_files(final, ready):
+    if not rebuild and _has_files(final, ready):
         return final
+    # _atomic_dir renames an entry in whole, so one that is there but not ready was written
+    # in an older form: it goes, as one that failed to load does.
+    shutil.rmtree(final, ignore_errors=True)
     verify_blob(Path(gguf_path), digest)
     log.info("building the %s form of %s in %s", kind, gguf_path, final)
     return _atomic_dir(final, fill)
@@ -303,12 +304,15 @@ def load_pretrained_dir(model_dir: Path, opts: LoadOptions,
     return _finish(model, load_tokenizer(model_dir, opts.cache_dir), device, dtype, kind)
 
 
-PACKED_FILES = ("packed.json", "weights.safetensors", "config.json")
+# The module specs; the name changes with the packed form, so an entry an older version wrote
+# is not ready and is packed again (v2: 5- to 8-bit codes as int4x2, siblings fused).
+PACKED_SPECS = "packed-v2.json"
+PACKED_FILES = (PACKED_SPECS, "weights.safetensors", "config.json")
 
 
 def write_packed(gguf_path: Path, out_dir: Path) -> None:
     """The packed form of a GGUF file: its tensors (packed and float) in one safetensors file,
-    the module specs, config, generation config and tokenizer; packed.json last."""
+    the module specs, config, generation config and tokenizer; the specs last."""
     from safetensors.torch import save_file
     from transformers import AutoTokenizer, GenerationConfig
 
@@ -322,7 +326,7 @@ def write_packed(gguf_path: Path, out_dir: Path) -> None:
     GenerationConfig.from_model_config(config).save_pretrained(out_dir)
     write_tokenizer(tokenizer, out_dir)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "weights.safetensors"))
-    (out_dir / "packed.json").write_text(json.dumps(specs, indent=1, sort_keys=True))
+    (out_dir / PACKED_SPECS).write_text(json.dumps(specs, indent=1, sort_keys=True))
 
 
 def packed_dir(gguf_path: Path, digest: str, cache_dir: Path, rebuild: bool = False) -> Path:
@@ -403,7 +407,7 @@ def load_packed_dir(directory: Path, opts: LoadOptions) -> LoadedModel:
     from backends.quant.gguf_model import assemble
     from backends.quant.kernels import KernelTable
 
-    specs = json.loads((directory / "packed.json").read_text())
+    specs = json.loads((directory / PACKED_SPECS).read_text())
     config = AutoConfig.from_pretrained(str(directory))
     table = KernelTable(Path(opts.cache_dir) / "packed" / "kernels.json")
     tensors, prepacked = _read_packed_tensors(directory)

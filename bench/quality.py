@@ -2,13 +2,17 @@
 (`python -m bench.quality [--cache-dir DIR] [--gguf FILE]`).
 
 On a fixed 512-token text: top-1 agreement of the next-token predictions and the mean KL
-divergence KL(float32 || packed) per token; then the greedy continuation of a fixed prompt
-(8 tokens) from both. Prints one JSON object.
+divergence KL(float32 || packed) per token, once with the packed layers on the kernels they
+run at batch rows (a 512-token forward is one batch) and once on those they run at decode rows
+(`decode_*`: where the kernel table chose another kernel, or another form of the weight, for
+few rows); then the greedy continuation of a fixed prompt (8 tokens) from both. Prints one
+JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import sys
@@ -72,6 +76,22 @@ def compare(reference, candidate, ids: torch.Tensor) -> dict[str, float]:
     return {"top1_agreement": agree, "mean_kl_nats": kl, "positions": ids.shape[1]}
 
 
+@contextlib.contextmanager
+def decode_kernels(model):
+    """Every packed layer of `model` on its decode-row kernel at any row count."""
+    from backends.quant.modules import PackedLinear
+
+    layers = [m for m in model.modules() if isinstance(m, PackedLinear)]
+    saved = [m.kernels for m in layers]
+    for m in layers:
+        m.kernels = {"decode": m.kernels["decode"], "batch": m.kernels["decode"]}
+    try:
+        yield
+    finally:
+        for m, kernels in zip(layers, saved):
+            m.kernels = kernels
+
+
 def greedy(lm, prompt: str = PROMPT, n: int = 8) -> list[int]:
     ids = torch.tensor([lm.tokenizer.encode(prompt)])
     with torch.inference_mode():
@@ -96,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loaded {weights} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     ids = fixed_ids(loads["float"].tokenizer)
     result = compare(loads["float"].model, loads["packed"].model, ids)
+    with decode_kernels(loads["packed"].model):
+        decode = compare(loads["float"].model, loads["packed"].model, ids)
+    result |= {f"decode_{k}": v for k, v in decode.items() if k != "positions"}
     tok = loads["float"].tokenizer
     for weights, lm in loads.items():
         cont = greedy(lm)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 # "packed": GGUF blocks repacked by backends/quant, as measured on gemma3:270m Q4_K_M (its tied
-# 262k-row embedding is held twice: int8 rows for the gather, int4 pairs for the LM head).
+# 262k-row embedding is held twice: int8 rows for the gather, int4 pairs for the LM head; and
+# its 5- and 8-bit layers twice: int4x2 for decode rows, int8 for batch rows).
 BYTES_PER_PARAM = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "nf4": 0.55, "int8": 1.05,
-                   "packed": 1.8}
+                   "packed": 2.0}
 FIXED_OVERHEAD = 64 * 1024**2
 
 

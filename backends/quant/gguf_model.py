@@ -19,14 +19,18 @@ from torch import nn
 
 from backends.quant.blocks import DECODED, FLOAT, INT4_EXACT, Blocks, decode
 from backends.quant.kernels import KernelTable
-from backends.quant.modules import PackedEmbedding, PackedLinear, ShortlistHead, fuse_projections
-from backends.quant.pack import (INT4_GROUP, block_tensors, int4_tensors, int8_residual_tensors,
-                                 int8_tensors)
+from backends.quant.modules import (FusedProjections, PackedEmbedding, PackedLinear, ProjectionSlice,
+                                    ShortlistHead)
+from backends.quant.pack import (INT4_GROUP, block_tensors, int4_tensors, int4x2_tensors,
+                                 int8_residual_tensors, int8_tensors)
 
 log = logging.getLogger(__name__)
 
 Spec = dict[str, Any]  # one packed module: kind, fmt, in/out features, tied_to, ...
-FORMATS = {"embedding": ("blocks", "int8", "int8_residual"), "linear": ("int4", "int8", "rescored")}
+FORMATS = {"embedding": ("blocks", "int8", "int8_residual"),
+           "linear": ("int4", "int4x2", "int8", "rescored")}
+# Projections of one input that fuse into one packed layer when packed alike.
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
 def empty_model(config: Any) -> nn.Module:
@@ -120,7 +124,39 @@ def read_packed(gguf_path: Path) -> tuple[Any, dict[str, Spec], dict[str, torch.
         if is_tied:
             specs[head_name] = _tied_head(head_name, modules[head_name], blocks, embed_name,
                                           spec, tensors)
+    fuse_siblings(specs, tensors)
     return config, specs, tensors
+
+
+def fuse_siblings(specs: dict[str, Spec], tensors: dict[str, torch.Tensor]) -> int:
+    """Each set of SIBLINGS packed alike (one format, one input width, no bias) as one spec
+    `<parent>.fused_<names>` with "parts" [[name, rows], ...], its tensors concatenated along
+    the output rows: every format here keeps its groups within a row, so the rows of one
+    sibling pack exactly as they did apart. Returns how many sets were fused."""
+    fused = 0
+    for name in list(specs):
+        parent, _, leaf = name.rpartition(".")
+        for names in SIBLINGS:
+            full = [f"{parent}.{n}" for n in names]
+            parts = [specs.get(f) for f in full]
+            if leaf != names[0] or not all(p and p["kind"] == "linear" and not p.get("tied_to")
+                                           for p in parts):
+                continue
+            if (len({(p["fmt"], p["in"]) for p in parts}) != 1 or parts[0]["fmt"] == "rescored"
+                    or any(f"{f}.bias" in tensors for f in full)):
+                continue
+            group = f"{parent}.fused_{'_'.join(n.removesuffix('_proj') for n in names)}"
+            keys = [k.removeprefix(full[0] + ".") for k in list(tensors) if k.startswith(full[0] + ".")]
+            for key in keys:  # scale_zeros is [groups, rows, 2]
+                tensors[f"{group}.{key}"] = torch.cat([tensors.pop(f"{f}.{key}") for f in full],
+                                                      1 if key == "scale_zeros" else 0)
+            for f in full:
+                del specs[f]
+            specs[group] = {"kind": "linear", "fmt": parts[0]["fmt"], "in": parts[0]["in"],
+                            "out": sum(p["out"] for p in parts),
+                            "parts": [[n, p["out"]] for n, p in zip(names, parts)]}
+            fused += 1
+    return fused
 
 
 def _pack(module: nn.Module, qtype: Any, blocks: Blocks | None, dense: np.ndarray | None,
@@ -140,14 +176,17 @@ def _pack(module: nn.Module, qtype: Any, blocks: Blocks | None, dense: np.ndarra
                 "padding_idx": module.padding_idx,
                 "embed_scale": float(getattr(module, "embed_scale", 1.0))}
         return spec, stored
-    int4 = blocks is not None and qtype in INT4_EXACT and blocks.codes.shape[1] % 64 == 0
-    if int4:
-        stored = int4_tensors(blocks)
-    else:
-        stored = int8_tensors(blocks.dequantize() if blocks is not None else dense)
-    spec = {"kind": "linear", "fmt": "int4" if int4 else "int8", "in": module.in_features,
-            "out": module.out_features}
-    return spec, stored
+    cols = blocks.codes.shape[1] if blocks is not None else 0
+    if blocks is not None and qtype in INT4_EXACT and cols % 64 == 0:
+        return _linear_spec(module, "int4"), int4_tensors(blocks)
+    stored = int8_tensors(blocks.dequantize() if blocks is not None else dense)
+    if blocks is not None and blocks.group == INT4_GROUP and cols % 32 == 0:  # 2 * cols % 64
+        return _linear_spec(module, "int4x2"), {**stored, **int4x2_tensors(blocks)}
+    return _linear_spec(module, "int8"), stored
+
+
+def _linear_spec(module: nn.Module, fmt: str) -> Spec:
+    return {"kind": "linear", "fmt": fmt, "in": module.in_features, "out": module.out_features}
 
 
 def _tied_head(name: str, head: nn.Linear, blocks: Blocks | None, embed_name: str,
@@ -184,6 +223,12 @@ def assemble(config: Any, specs: dict[str, Spec], tensors: dict[str, torch.Tenso
                                      spec.get("embed_scale", 1.0))
         elif spec["fmt"] == "rescored":
             module = ShortlistHead(spec["in"], spec["out"], stored, table)
+        elif "parts" in spec:
+            module = FusedProjections(spec["fmt"], spec["in"], [n for _, n in spec["parts"]],
+                                      stored, table)
+            parent = model.get_submodule(name.rpartition(".")[0])
+            for index, (part, _) in enumerate(spec["parts"]):
+                setattr(parent, part, ProjectionSlice(module, index))
         else:
             module = PackedLinear(spec["fmt"], spec["in"], spec["out"], stored, table)
         _set_module(model, name, module)
@@ -192,5 +237,4 @@ def assemble(config: Any, specs: dict[str, Spec], tensors: dict[str, torch.Tenso
     if missing:
         raise ValueError(f"packed model lacks tensors for {missing[:8]}")
     model.load_state_dict(floats, strict=False, assign=True)
-    fuse_projections(model, table)
     return model.eval()

@@ -34,15 +34,29 @@ log = logging.getLogger(__name__)
 # Row counts up to this are "decode"; above, "batch" (prefill, many sequences).
 DECODE_ROWS = 8
 _PROBE_ROWS = {"decode": 1, "batch": 32}
-# Each kernel is timed on a slice of the weight's rows: all of them up to 64 MiB of int8. A
-# slice that fits in cache times a bandwidth-bound pass as compute-bound: on a 4096-row slice
-# of gemma3's [262144 x 640] head, int8 x int8 looked faster than int4 at 1 row; over all
-# rows it was 2.5x slower.
+# Each kernel is timed on a slice of the weight's rows: all of them up to 64 MiB of int8, and
+# a smaller weight in as many copies as fill 64 MiB, run one after another as a model's layers
+# are. A weight that stays in cache times a bandwidth-bound pass as compute-bound: on a
+# 4096-row slice of gemma3's [262144 x 640] head, int8 x int8 looked faster than int4 at 1
+# row, over all rows 2.5x slower; gemma3's [1536 x 640] q/k/v, timed alone, picked
+# `_weight_int8pack_mm` over int4x2, which streams 1.8x faster from memory.
 _PROBE_BYTES = 64 << 20
+_PROBE_COPIES = 64  # a tiny weight (a test model's) is timed in cache: its choice costs little
 
 
 def int4_weight_only(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), w["int4pack"], INT4_GROUP,
+                                             w["scale_zeros"])
+
+
+def int4x2(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
+    """An int4x2 weight (pack.int4x2_tensors): the int4 kernel over [x, x], so a 5- to 8-bit
+    code costs two nibbles, the bytes of int8. At a decode row it ran gemma3:270m's
+    [4096 x 640] gate/up in 191 against 347 us of `_weight_int8pack_mm` on an AVX-512 EPYC (the
+    int4 kernel streams its weight faster); at 32 rows it is compute-bound, 3.0 against 1.1 ms
+    of `int8_widened`, so the table picks per bucket and the weight keeps both forms."""
+    x = x.to(torch.bfloat16)
+    return torch._weight_int4pack_mm_for_cpu(torch.cat([x, x], -1), w["int4pack"], INT4_GROUP,
                                              w["scale_zeros"])
 
 
@@ -85,24 +99,32 @@ def int8_dynamic(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
 
 KERNELS: dict[str, Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]] = {
     "int4_weight_only": int4_weight_only,
+    "int4x2": int4x2,
     "int8_weight_only": int8_weight_only,
     "int8_widened": int8_widened,
     "int8_dynamic": int8_dynamic,
 }
 CANDIDATES = {"int4": ("int4_weight_only",), "int8": ("int8_weight_only", "int8_widened"),
+              "int4x2": ("int4x2", "int8_weight_only", "int8_widened"),
               "rescored": ("int4_weight_only", "int8_dynamic")}
+# The runtime tensors each kernel reads (an int4x2 weight drops the form its kernels don't).
+READS = {"int4_weight_only": ("int4pack", "scale_zeros"), "int4x2": ("int4pack", "scale_zeros"),
+         "int8_weight_only": ("qweight", "qscale_bf16"), "int8_widened": ("qweight", "qscale_bf16"),
+         "int8_dynamic": ("qweight", "qscale")}
 
 
-def runtime_tensors(fmt: str, stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def runtime_tensors(fmt: str, stored: dict[str, torch.Tensor],
+                    reads: set[str] | None = None) -> dict[str, torch.Tensor]:
     """What the kernels read, derived from the stored (portable) tensors; an int4 weight whose
     CPU pack was cached (`stored["int4pack"]`, see loader.int4pack_file) is not packed again.
-    A rescored head reads both: its own int4 copy and its embedding's int8 rows."""
+    A rescored head reads both: its own int4 copy and its embedding's int8 rows. `reads`
+    limits the result to the forms holding those keys (an int4x2 weight's chosen kernels)."""
     out = {}
-    if fmt in ("int4", "rescored"):
+    if fmt in ("int4", "int4x2", "rescored") and (reads is None or "int4pack" in reads):
         pack = stored.get("int4pack")
         out |= {"int4pack": cpu_int4_pack(stored["nibbles"]) if pack is None else pack,
                 "scale_zeros": stored["scale_zeros"]}
-    if fmt in ("int8", "rescored"):
+    if fmt in ("int8", "int4x2", "rescored") and (reads is None or "qweight" in reads):
         out |= {"qweight": aligned(stored["qweight"]), "qscale": stored["qscale"],
                 "qscale_bf16": stored["qscale"].to(torch.bfloat16)}
     return out
@@ -118,21 +140,24 @@ def aligned(t: torch.Tensor, to: int = 64) -> torch.Tensor:
 
 
 def _synthetic(fmt: str, n: int, k: int) -> dict[str, torch.Tensor]:
-    stored = {"nibbles": torch.randint(0, 256, (n, k // 2), dtype=torch.uint8),
-              "scale_zeros": torch.rand(k // INT4_GROUP, n, 2).to(torch.bfloat16),
+    codes = 2 * k if fmt == "int4x2" else k  # int4x2 packs two nibbles per element
+    stored = {"nibbles": torch.randint(0, 256, (n, codes // 2), dtype=torch.uint8),
+              "scale_zeros": torch.rand(codes // INT4_GROUP, n, 2).to(torch.bfloat16),
               "qweight": torch.randint(-127, 128, (n, k), dtype=torch.int8),
               "qscale": torch.rand(n) / 100}
     return runtime_tensors(fmt, stored)
 
 
-def _time(fn: Callable, x: torch.Tensor, w: dict[str, torch.Tensor]) -> float:
-    """The fastest of 5 runs: a neighbour's load only ever adds time, and a shared 2-core
-    machine picked the slower kernel for a [4096 x 640] weight by the median of 3."""
-    fn(x, w)
+def _time(fn: Callable, x: torch.Tensor, weights: list[dict[str, torch.Tensor]]) -> float:
+    """The fastest of 5 runs over `weights`: a neighbour's load only ever adds time, and a
+    shared 2-core machine picked the slower kernel for a [4096 x 640] weight by the median
+    of 3."""
+    fn(x, weights[0])
     runs = []
     for _ in range(5):
         t = time.perf_counter()
-        fn(x, w)
+        for w in weights:
+            fn(x, w)
         runs.append(time.perf_counter() - t)
     return min(runs)
 
@@ -177,18 +202,20 @@ class KernelTable:
                 # The candidates and the slice are part of the key: a kernel added later, or a
                 # slice changed, is measured again.
                 probe_n = min(n, max(4096, _PROBE_BYTES // k // 64 * 64))  # whole int4 tiles
-                key = f"{fmt}:{n}x{k}@{probe_n}:{bucket}:{'|'.join(candidates)}"
+                copies = min(_PROBE_COPIES, max(1, _PROBE_BYTES // (probe_n * k)))
+                key = f"{fmt}:{n}x{k}@{probe_n}x{copies}:{bucket}:{'|'.join(candidates)}"
                 if key not in self._choices:
-                    self._choices[key] = self._measure(fmt, probe_n, k, rows, candidates)
+                    self._choices[key] = self._measure(fmt, probe_n, k, rows, candidates, copies)
                 out[bucket] = self._choices[key]
         return out
 
-    def _measure(self, fmt: str, n: int, k: int, rows: int, candidates: list[str]) -> str:
+    def _measure(self, fmt: str, n: int, k: int, rows: int, candidates: list[str],
+                 copies: int) -> str:
         if len(candidates) == 1:
             return candidates[0]
-        w = _synthetic(fmt, n, k)
+        weights = [_synthetic(fmt, n, k) for _ in range(copies)]
         x = torch.randn(rows, k)
-        times = {c: _time(KERNELS[c], x, w) for c in candidates}
+        times = {c: _time(KERNELS[c], x, weights) for c in candidates}
         log.info("kernel timings %s [%d x %d] rows=%d: %s", fmt, n, k, rows,
                  {c: f"{t * 1e3:.2f} ms" for c, t in times.items()})
         return min(times, key=times.get)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from backends.quant.kernels import DECODE_ROWS, KERNELS, KernelTable, runtime_tensors
+from backends.quant.kernels import DECODE_ROWS, KERNELS, READS, KernelTable, runtime_tensors
 from backends.quant.pack import RESIDUAL_STEPS
 
 
@@ -18,13 +18,16 @@ class PackedLinear(nn.Module):
                  bias: torch.Tensor | None = None):
         super().__init__()
         self.fmt, self.in_features, self.out_features = fmt, in_features, out_features
-        # What the kernels read; the portable int4 nibbles are dropped once packed for this CPU.
-        self.w = runtime_tensors(fmt, stored)
-        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
         self.kernels = table.choose(fmt, out_features, in_features)
+        # What the kernels read; the portable int4 nibbles are dropped once packed for this CPU.
+        # An int4x2 weight was packed in two forms, of which its kernels may read only one.
+        reads = {key for kernel in self.kernels.values() for key in READS[kernel]}
+        self.w = runtime_tensors(fmt, stored, reads if fmt == "int4x2" else None)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
         # What else reads the weight (a tied embedding, LoRA); an aligned copy replaces the
         # mapped original, so the two are not both kept resident.
-        self.stored = {} if "int4pack" in self.w else {**stored, "qweight": self.w["qweight"]}
+        self.stored = {} if "int4pack" in self.w else {"qweight": self.w["qweight"],
+                                                       "qscale": stored["qscale"]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
@@ -38,28 +41,32 @@ class PackedLinear(nn.Module):
         return f"{self.in_features}->{self.out_features}, {self.fmt}, kernels={self.kernels}"
 
 
-class FusedProjections(nn.Module):
-    """Sibling projections of one input (attention's q/k/v, the MLP's gate/up) as one packed
-    layer: one kernel call and one activation cast where there were several. Each sibling keeps
-    its place in the model as a ProjectionSlice; the first one called with an input runs the
-    fused layer, and each takes its own columns of that output."""
+class FusedProjections(PackedLinear):
+    """Sibling projections of one input (attention's q/k/v, the MLP's gate/up), packed as one
+    layer (gguf_model.fuse_siblings): one kernel call and one activation cast where there were
+    several. Each sibling keeps its place in the model as a ProjectionSlice; the first one
+    called with an input runs the fused layer, and each takes its own columns of that output."""
 
-    def __init__(self, fused: PackedLinear, sizes: list[int]):
-        super().__init__()
-        self.fused, self.sizes = fused, sizes
+    def __init__(self, fmt: str, in_features: int, sizes: list[int],
+                 stored: dict[str, torch.Tensor], table: KernelTable):
+        super().__init__(fmt, in_features, sum(sizes), stored, table)
+        self.sizes = sizes
         self._input: torch.Tensor | None = None
         self._parts: tuple[torch.Tensor, ...] = ()
         self._pending = 0
 
     def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
         if x is not self._input:  # held until every sibling has taken its part: no id reuse
-            self._parts = self.fused(x).split(self.sizes, -1)
+            self._parts = self(x).split(self.sizes, -1)
             self._input, self._pending = x, len(self.sizes)
         out = self._parts[index]
         self._pending -= 1
         if self._pending == 0:
             self._input, self._parts = None, ()
         return out
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, parts={self.sizes}"
 
 
 class ProjectionSlice(nn.Module):
@@ -69,37 +76,13 @@ class ProjectionSlice(nn.Module):
         super().__init__()
         object.__setattr__(self, "group", group)  # registered once, on the parent
         self.index = index
-        self.in_features, self.out_features = group.fused.in_features, group.sizes[index]
+        self.in_features, self.out_features = group.in_features, group.sizes[index]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.group.part(x, self.index)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}->{self.out_features}, part {self.index} of a fused layer"
-
-
-SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
-
-
-def fuse_projections(model: nn.Module, table: KernelTable) -> int:
-    """Fuse each set of SIBLINGS that are all int8 PackedLinears over the same input (per-row
-    scales make their rows concatenate exactly); returns how many sets were fused."""
-    fused = 0
-    for parent in list(model.modules()):
-        for names in SIBLINGS:
-            parts = [getattr(parent, n, None) for n in names]
-            if not all(type(p) is PackedLinear and p.fmt == "int8" and p.bias is None
-                       for p in parts) or len({p.in_features for p in parts}) != 1:
-                continue
-            stored = {k: torch.cat([p.stored[k] for p in parts]) for k in ("qweight", "qscale")}
-            sizes = [p.out_features for p in parts]
-            group = FusedProjections(
-                PackedLinear("int8", parts[0].in_features, sum(sizes), stored, table), sizes)
-            parent.add_module("fused_" + "_".join(n.removesuffix("_proj") for n in names), group)
-            for index, name in enumerate(names):
-                setattr(parent, name, ProjectionSlice(group, index))
-            fused += 1
-    return fused
 
 
 # Rows the shortlist head rescores exactly. At each of 512 positions of gemma3:270m the exact

@@ -4,8 +4,12 @@
   whose elements are `(code - 8) * scale + zero` per group: zero = offset + 8 * scale.
   The cache keeps the codes as plain nibbles (two per byte, portable); the CPU-specific pack
   (`_convert_weight_to_int4pack_for_cpu`) is made at load.
-- int8: 5/6/8-bit formats don't fit 4 bits, and torch's int8 kernels take one scale per row,
-  so their groups are requantized from the decoded values to symmetric per-row int8.
+- int4x2: 5- to 8-bit codes in groups of 32 (Q5_0, Q5_K, Q8_0) split exactly into their low and
+  high nibbles, as one int4 pack over the input twice: the low nibbles at the code's scale
+  against the first copy, the high ones at 16x it against the second (kernels.int4x2).
+- int8: formats that fit neither (Q6_K's groups of 16) are requantized from the decoded values
+  to symmetric per-row int8, as torch's int8 kernels take one scale per row. An int4x2 weight
+  keeps this form too, for the kernels that run it faster at batch rows.
 - blocks: the decoded codes as they are, with their group scales and offsets, for what is only
   gathered row by row (an untied embedding): exact, and no kernel needed.
 - int8 with a residual: per-row int8 plus each element's rounding error in 4 bits, for a tied
@@ -42,6 +46,24 @@ def int4_tensors(blocks: Blocks) -> dict[str, torch.Tensor]:
     sz = np.stack([blocks.scale.T, zero.T], -1)
     return {"nibbles": torch.from_numpy(np.ascontiguousarray(nibbles)),
             "scale_zeros": torch.from_numpy(np.ascontiguousarray(sz)).to(torch.bfloat16)}
+
+
+def int4x2_tensors(blocks: Blocks) -> dict[str, torch.Tensor]:
+    """int4_tensors of `blocks`' codes split into nibbles, over a doubled input [x, x]: the
+    codes' low nibbles (scale s, offset o + t) for the first K columns, their high nibbles
+    (scale 16 s, offset -t) for the next K, so each element's two parts sum to s * code + o.
+    The pack keeps each group's zero point in bf16: t (0 or 128 s, per group) moves the
+    offset to whichever half rounds it exactly or closer (Q5_0's zero -8 s and 128 s, Q8_0's
+    8 s and 0: powers of two times s, exact); 16 s is exact wherever s is."""
+    assert blocks.group == INT4_GROUP
+    s, o = blocks.scale, blocks.offset
+    zero = np.stack([o + 8 * s, o + 136 * s])  # the low half's zero point for t = 0, 128 s
+    rounding = np.abs(torch.from_numpy(zero).to(torch.bfloat16).float().numpy() - zero)
+    t = np.where(rounding[1] < rounding[0], 128 * s, 0).astype(np.float32)
+    codes = np.concatenate([blocks.codes & 15, blocks.codes >> 4], 1)
+    halves = Blocks(codes, np.concatenate([s, 16 * s], 1), np.concatenate([o + t, -t], 1),
+                    blocks.group)
+    return int4_tensors(halves)
 
 
 def block_tensors(blocks: Blocks) -> dict[str, torch.Tensor]:

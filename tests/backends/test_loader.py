@@ -195,7 +195,7 @@ def test_a_corrupted_packed_cache_is_rebuilt_once(tmp_path, monkeypatch):
             (out / name).write_text('{"rebuilt": true}')
 
     def load(directory, opts):
-        loads.append((directory / "packed.json").read_text())
+        loads.append((directory / loader.PACKED_SPECS).read_text())
         if "rebuilt" not in loads[-1]:
             raise SafetensorError("Error while deserializing header: HeaderTooSmall")
         return "loaded"
