@@ -11,7 +11,9 @@ from typing import Any, Callable
 from starlette.concurrency import run_in_threadpool
 
 from registry.adapters import adapter_files, base_model
+from registry.errors import APIError
 from registry.model import Model
+from registry.names import parse_name
 from registry.oci import RegistryOptions, ensure_keypair, load_docker_auths, pull_model
 from registry.paths import UNRESTRICTED, PathPolicy
 from registry.secrets import check_private
@@ -77,14 +79,17 @@ class Services:
         if self.pull_for_create is None:
             # create's missing `from` model is pulled from its registry with default options
             self.pull_for_create = lambda name: pull_model(
-                self.store, name, self.registry_options(insecure=False))
+                self.store, name, self.registry_options(name))
 
-    def registry_options(self, insecure: bool) -> RegistryOptions:
+    def registry_options(self, name: str, insecure: bool = False) -> RegistryOptions:
+        """Options for a transfer of `name`: over http where the request asks (`insecure`) or
+        the operator listed its registry (CORRAL_INSECURE_REGISTRIES), for every pull and push."""
         s = self.settings
         credentials = load_docker_auths(s.docker_config) if s.docker_config else {}
         credentials.update({host: (user, pw) for host, user, pw in s.registry_auth})
         return RegistryOptions(
-            insecure=insecure, credentials=credentials, key_path=s.key_path,
+            insecure=insecure or _listed_host(name, s.insecure_registries),
+            credentials=credentials, key_path=s.key_path,
             user_agent=f"corral/{CORRAL_VERSION}", noprune=s.noprune,
         )
 
@@ -133,3 +138,13 @@ class Services:
 
 def instance_of(lease: Lease) -> ModelInstance:
     return lease.instance
+
+
+def _listed_host(name: str, hosts: tuple[str, ...]) -> bool:
+    """Whether `name`'s registry host is one of `hosts` (a name that does not parse is the
+    transfer's own 400 to report, not this check's)."""
+    try:
+        host = parse_name(name).host.lower()
+    except APIError:
+        return False
+    return host in {h.lower() for h in hosts}

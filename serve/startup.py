@@ -22,7 +22,6 @@ from registry.create import request_from_body, run_create
 from registry.defaults import ensure_default_models
 from registry.errors import APIError
 from registry.model import Model, ModelNotFoundError, get_model
-from registry.names import parse_name
 from registry.oci import pull_model
 from serve.duration import DurationError, keep_alive_seconds
 from serve.lifecycle import Lifecycle
@@ -91,9 +90,7 @@ class StartupWork:
         model = await asyncio.to_thread(self._find, name)
         if model is not None:
             return model
-        host = parse_name(name).host.lower()
-        insecure = host in {h.lower() for h in self.settings.insecure_registries}
-        progress = pull_model(self.store, name, self.services.registry_options(insecure=insecure))
+        progress = pull_model(self.store, name, self.services.registry_options(name))
         log.info("start-up: pulling %s", name)
         await asyncio.to_thread(lambda: [None for _ in progress])
         return await asyncio.to_thread(get_model, self.store, name)

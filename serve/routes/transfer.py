@@ -41,7 +41,7 @@ async def _transfer(request: Request, struct: str, empty_error: str,
     if not name.strip():
         raise APIError(400, empty_error)
     services: Any = request.app.state.services
-    options = services.registry_options(insecure=bool(body.get("insecure")))
+    options = services.registry_options(name, insecure=bool(body.get("insecure")))
     progress = await run_in_threadpool(start, services.store, name, options)
     stream = body.get("stream")
     return await stream_events(_drive(progress), stream=True if stream is None else stream)

@@ -31,6 +31,20 @@ def test_settings_read_the_operability_variables():
     assert (d.preload, d.drain_timeout, d.log_format) == ((), 30.0, "text")
 
 
+def test_a_listed_insecure_registry_is_reached_over_http_by_every_transfer():
+    """CORRAL_INSECURE_REGISTRIES holds for /api/pull, /api/push and create's pulls too, not
+    only start-up pulls: they all take their options from here."""
+    from serve.services import Services
+
+    settings = Settings.from_env({"CORRAL_INSECURE_REGISTRIES": "Reg.Local:5000"})
+    services = Services(settings=settings, store=None)  # type: ignore[arg-type]
+    assert services.registry_options("reg.local:5000/me/model:1").insecure
+    assert not services.registry_options("other.local:5000/me/model").insecure
+    assert not services.registry_options("gemma3:270m").insecure
+    assert services.registry_options("gemma3:270m", insecure=True).insecure
+    assert not services.registry_options("not a name!").insecure  # the transfer's own 400
+
+
 def test_ready_and_health_follow_the_lifecycle(app_client):
     lifecycle = app_client.app.state.lifecycle
     assert app_client.get("/health").json() == {"status": "ok"}
