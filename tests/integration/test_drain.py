@@ -69,9 +69,11 @@ def test_drain_timeout_ends_streams_with_an_error_line(tmp_path, corral_cache):
     try:
         native = Stream(server.url + "/api/generate", counting(100_000)).start()
         wait_first_lines([native])
+        # Greedy, so it is still running at the timeout: sampled, a reply may end first (it
+        # ended within 3 s once the packed weights' numerics changed), leaving no error frame.
         with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=300, json={
                 "model": GEMMA, "messages": [{"role": "user", "content": "Count to a million."}],
-                "max_tokens": 100_000, "stream": True}) as sse:
+                "max_tokens": 100_000, "temperature": 0, "stream": True}) as sse:
             frames = sse.iter_lines()
             assert next(line for line in frames if line.startswith("data: "))
             signalled = time.monotonic()
