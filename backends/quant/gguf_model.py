@@ -137,10 +137,11 @@ def fuse_siblings(specs: dict[str, Spec], tensors: dict[str, torch.Tensor]) -> i
     for name in list(specs):
         parent, _, leaf = name.rpartition(".")
         for names in SIBLINGS:
+            if leaf != names[0]:
+                continue
             full = [f"{parent}.{n}" for n in names]
             parts = [specs.get(f) for f in full]
-            if leaf != names[0] or not all(p and p["kind"] == "linear" and not p.get("tied_to")
-                                           for p in parts):
+            if not all(p and p["kind"] == "linear" and not p.get("tied_to") for p in parts):
                 continue
             if (len({(p["fmt"], p["in"]) for p in parts}) != 1 or parts[0]["fmt"] == "rescored"
                     or any(f"{f}.bias" in tensors for f in full)):

@@ -55,9 +55,7 @@ def int4x2(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
     [4096 x 640] gate/up in 191 against 347 us of `_weight_int8pack_mm` on an AVX-512 EPYC (the
     int4 kernel streams its weight faster); at 32 rows it is compute-bound, 3.0 against 1.1 ms
     of `int8_widened`, so the table picks per bucket and the weight keeps both forms."""
-    x = x.to(torch.bfloat16)
-    return torch._weight_int4pack_mm_for_cpu(torch.cat([x, x], -1), w["int4pack"], INT4_GROUP,
-                                             w["scale_zeros"])
+    return int4_weight_only(torch.cat([x, x], -1), w)
 
 
 def int8_weight_only(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -213,7 +211,8 @@ class KernelTable:
                  copies: int) -> str:
         if len(candidates) == 1:
             return candidates[0]
-        weights = [_synthetic(fmt, n, k) for _ in range(copies)]
+        first = _synthetic(fmt, n, k)  # copies of it: their values don't matter, only bytes
+        weights = [first] + [{key: t.clone() for key, t in first.items()} for _ in range(copies - 1)]
         x = torch.randn(rows, k)
         times = {c: _time(KERNELS[c], x, weights) for c in candidates}
         log.info("kernel timings %s [%d x %d] rows=%d: %s", fmt, n, k, rows,
