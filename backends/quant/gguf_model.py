@@ -129,7 +129,8 @@ def read_packed(gguf_path: Path) -> tuple[Any, dict[str, Spec], dict[str, torch.
 
 
 def fuse_siblings(specs: dict[str, Spec], tensors: dict[str, torch.Tensor]) -> int:
-    """Each set of SIBLINGS packed alike (one format, one input width, no bias) as one spec
+    """Each set of SIBLINGS packed alike (one format, one input width, each with a bias or none
+    with one, as Qwen2's q/k/v) as one spec
     `<parent>.fused_<names>` with "parts" [[name, rows], ...], its tensors concatenated along
     the output rows: every format here keeps its groups within a row, so the rows of one
     sibling pack exactly as they did apart. Returns how many sets were fused."""
@@ -144,11 +145,11 @@ def fuse_siblings(specs: dict[str, Spec], tensors: dict[str, torch.Tensor]) -> i
             if not all(p and p["kind"] == "linear" and not p.get("tied_to") for p in parts):
                 continue
             if (len({(p["fmt"], p["in"]) for p in parts}) != 1 or parts[0]["fmt"] == "rescored"
-                    or any(f"{f}.bias" in tensors for f in full)):
+                    or len({f"{f}.bias" in tensors for f in full}) != 1):
                 continue
             group = f"{parent}.fused_{'_'.join(n.removesuffix('_proj') for n in names)}"
             keys = [k.removeprefix(full[0] + ".") for k in list(tensors) if k.startswith(full[0] + ".")]
-            for key in keys:  # scale_zeros is [groups, rows, 2]
+            for key in keys:  # scale_zeros is [groups, rows, 2]; a bias joins like the rows
                 tensors[f"{group}.{key}"] = torch.cat([tensors.pop(f"{f}.{key}") for f in full],
                                                       1 if key == "scale_zeros" else 0)
             for f in full:
@@ -226,12 +227,13 @@ def assemble(config: Any, specs: dict[str, Spec], tensors: dict[str, torch.Tenso
             module = ShortlistHead(spec["in"], spec["out"], stored, table)
         elif "parts" in spec:
             module = FusedProjections(spec["fmt"], spec["in"], [n for _, n in spec["parts"]],
-                                      stored, table)
+                                      stored, table, stored.get("bias"))
             parent = model.get_submodule(name.rpartition(".")[0])
             for index, (part, _) in enumerate(spec["parts"]):
                 setattr(parent, part, ProjectionSlice(module, index))
         else:
-            module = PackedLinear(spec["fmt"], spec["in"], spec["out"], stored, table)
+            module = PackedLinear(spec["fmt"], spec["in"], spec["out"], stored, table,
+                                  stored.get("bias"))
         _set_module(model, name, module)
     floats = {k: v for k, v in tensors.items() if k.rpartition(".")[0] not in specs}
     missing = [n for n, p in model.named_parameters() if p.is_meta and n not in floats]

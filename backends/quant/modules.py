@@ -48,8 +48,9 @@ class FusedProjections(PackedLinear):
     called with an input runs the fused layer, and each takes its own columns of that output."""
 
     def __init__(self, fmt: str, in_features: int, sizes: list[int],
-                 stored: dict[str, torch.Tensor], table: KernelTable):
-        super().__init__(fmt, in_features, sum(sizes), stored, table)
+                 stored: dict[str, torch.Tensor], table: KernelTable,
+                 bias: torch.Tensor | None = None):
+        super().__init__(fmt, in_features, sum(sizes), stored, table, bias)
         self.sizes = sizes
         self._input: torch.Tensor | None = None
         self._parts: tuple[torch.Tensor, ...] = ()

@@ -181,17 +181,21 @@ def test_a_group_16_embedding_stays_per_row_int8_shared_with_its_head(tmp_path):
     assert _rel_err(head(x), x @ _reference(t).T) < 0.03
 
 
-def _tiny_packed(tmp_path):
-    """A tiny llama with its linears and embedding quantized (Q4_0 / Q8_0) and packed."""
+def _tiny_packed(tmp_path, arch: str = "llama"):
+    """A tiny llama (or qwen2, whose q/k/v have biases) with its linears and embedding
+    quantized (Q4_0 / Q8_0) and packed."""
     from gguf import GGMLQuantizationType as QT
     from gguf.quants import quantize
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         tie_word_embeddings=True)
+    config = AutoConfig.for_model(arch, vocab_size=256, hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=2, num_attention_heads=4,
+                                  num_key_value_heads=2, tie_word_embeddings=True)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
+    model = AutoModelForCausalLM.from_config(config).eval()
+    for name, p in model.named_parameters():
+        if name.endswith(".bias"):  # initialized to zeros: make leaving one out show
+            p.data = torch.randn_like(p) * 0.5
     specs, tensors = {}, {}
     for name, module in model.named_modules():
         if isinstance(module, (nn.Linear, nn.Embedding)) and name != "lm_head":
@@ -206,15 +210,16 @@ def _tiny_packed(tmp_path):
             if tied:
                 specs["lm_head"] = _tied_head("lm_head", model.lm_head, blocks, name,
                                               specs[name], tensors)
-    tensors.update({k: v for k, v in model.state_dict().items() if "norm" in k})
+    tensors.update({k: v for k, v in model.state_dict().items() if "norm" in k or k.endswith(".bias")})
     assert fuse_siblings(specs, tensors) == 4  # as read_packed does: q/k/v and gate/up
     return config, model, specs, tensors
 
 
-def test_packed_model_round_trips_through_its_cache_form(tmp_path):
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_packed_model_round_trips_through_its_cache_form(arch, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    config, reference, specs, tensors = _tiny_packed(tmp_path)
+    config, reference, specs, tensors = _tiny_packed(tmp_path, arch)
     table = KernelTable(tmp_path / "kernels.json")
     first = assemble(config, specs, tensors, table)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_path / "w.safetensors"))
@@ -410,7 +415,7 @@ def _sibling_specs(qtypes, bias: bool = False):
         specs[f"attn.{name}"], stored = _pack(nn.Linear(256, rows, bias=False), qtype, blocks, None)
         tensors.update({f"attn.{name}.{k}": v for k, v in stored.items()})
         if bias:
-            tensors[f"attn.{name}.bias"] = torch.zeros(rows)
+            tensors[f"attn.{name}.bias"] = torch.randn(rows)
     return specs, tensors
 
 
@@ -446,13 +451,29 @@ def test_siblings_fuse_into_one_layer_with_the_same_outputs(qtype, kernel):
     assert group._input is None  # nothing held between steps
 
 
-def test_siblings_packed_differently_or_with_a_bias_stay_apart():
+def test_siblings_packed_differently_or_with_a_bias_on_some_stay_apart():
     from gguf import GGMLQuantizationType as QT
 
     specs, tensors = _sibling_specs([QT.Q5_0, QT.Q5_0, QT.Q6_K])  # gemma3's v is Q6_K in places
     assert fuse_siblings(specs, tensors) == 0 and len(specs) == 3
     specs, tensors = _sibling_specs([QT.Q4_0] * 3, bias=True)
+    del tensors["attn.k_proj.bias"]
     assert fuse_siblings(specs, tensors) == 0 and len(specs) == 3
+
+
+def test_siblings_with_biases_fuse_with_their_biases():
+    from gguf import GGMLQuantizationType as QT
+
+    specs, tensors = _sibling_specs([QT.Q4_0] * 3, bias=True)
+    separate = {n: PackedLinear("int4", 256, specs[n]["out"], _own(tensors, n), KernelTable(),
+                                tensors[f"{n}.bias"]) for n in list(specs)}
+    assert fuse_siblings(specs, tensors) == 1
+    assert tensors["attn.fused_q_k_v.bias"].shape == (80,)
+    group = FusedProjections("int4", 256, [48, 16, 16], _own(tensors, "attn.fused_q_k_v"),
+                             KernelTable(), tensors["attn.fused_q_k_v.bias"])
+    x = torch.randn(2, 256)
+    for index, layer in enumerate(separate.values()):
+        torch.testing.assert_close(ProjectionSlice(group, index)(x), layer(x))
 
 
 def test_an_adapter_wraps_a_fused_sibling():
