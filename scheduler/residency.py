@@ -124,6 +124,11 @@ class Lease:
         await self.release()
 
 
+def _engine_died(runner: Runner) -> bool:
+    engine = getattr(runner.instance, "engine", None)
+    return engine is not None and engine.died is not None
+
+
 @dataclass
 class ResidencyConfig:
     default_keep_alive: float = 300.0
@@ -246,6 +251,12 @@ class Residency:
     # --- internals ------------------------------------------------------------------------
 
     def _ready_runner(self, ref: ModelRef, options: RunnerOptions) -> Runner | None:
+        for runner in list(self.runners.get(ref.key, [])):
+            # A dead engine thread fails every request it is given; /health has reported it
+            # since it died, and the next request for the model loads it anew.
+            if _engine_died(runner):
+                log.error("replacing %s: its engine thread died", ref.name)
+                self._begin_unload(runner, "engine_died")
         group = [
             r for r in self.runners.get(ref.key, [])
             if not r.unloading and not r.options.needs_reload(options)

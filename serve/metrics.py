@@ -93,7 +93,7 @@ class ServerMetrics(StatsListener):
         # Corral's own
         self.loads = counter("corral_model_loads", "Model instances loaded.")
         self.unloads = counter("corral_model_unloads", "Model instances unloaded, by reason "
-                               "(expired, requested, evicted, reload, shutdown).",
+                               "(expired, requested, evicted, reload, engine_died, shutdown).",
                                MODEL + ["reason"])
         self.load_duration = histogram("corral_model_load_duration_seconds",
                                        "Seconds a model instance took to load.", LOAD_BUCKETS)

@@ -3,7 +3,7 @@ faults seen by /health, and a pull cut by SIGTERM that resumes after a restart.
 
 One module server starts with a preload of gemma3:270m (keep_alive forever) and a preload that
 must fail; its /ready answers are recorded from the moment the socket listens. The fault tests
-run last, because a crashed engine stays dead until the process restarts.
+run last: a crashed engine is replaced only by the next request for its model.
 """
 
 from __future__ import annotations
@@ -337,3 +337,10 @@ def test_health_turns_503_when_an_engine_thread_dies(ops):
     # liveness, not readiness: a restart cures it, so /ready does not hide the pod meanwhile
     assert httpx.get(server.url + "/ready", timeout=30).status_code == 200
     _arm(server.url, clear=True)
+    # the next request for the model replaces the dead engine, and /health is 200 again
+    reply = httpx.post(server.url + "/api/generate", json={**counting(3), "stream": False},
+                       timeout=300)
+    assert reply.status_code == 200 and reply.json()["done"] is True, reply.text
+    assert httpx.get(server.url + "/health", timeout=30).status_code == 200
+    assert [m["name"] for m in httpx.get(server.url + "/api/ps", timeout=30).json()["models"]
+            ].count(GEMMA) == 1

@@ -82,6 +82,25 @@ def test_timer_starts_when_last_request_finishes():
     run(go())
 
 
+def test_a_runner_whose_engine_died_is_replaced_by_the_next_request():
+    class DeadEngine:
+        died = "EngineCrash: injected"
+
+    async def go():
+        res, events, _ = make(default_keep_alive=300)
+        held = await res.acquire(ref("a"), RunnerOptions())
+        first = held.runner
+        first.instance.engine = DeadEngine()  # its thread died under a request still leased
+        lease = await res.acquire(ref("a"), RunnerOptions())
+        assert lease.runner is not first and res.all_runners() == [lease.runner]
+        await held.release()  # the failed request lets go of the replaced runner
+        await asyncio.sleep(0)
+        assert events == [("load", "a", ("cpu",)), ("unload", "a"), ("load", "a", ("cpu",))]
+        await lease.release()
+        assert res.all_runners() == [lease.runner]
+    run(go())
+
+
 def test_keep_alive_zero_unloads_when_idle_and_negative_is_forever():
     async def go():
         res, events, clock = make()

@@ -27,6 +27,7 @@ class FakeBase:
         self.events, self.ref, self.loras = events, ref, {}
         events.append(("load", ref.key))
         self.engine = self
+        self.died = None  # an engine's: why its thread died
 
     def add_adapter(self, ref):
         self.loras[ref.key] = ref
