@@ -344,3 +344,5 @@ def test_health_turns_503_when_an_engine_thread_dies(ops):
     assert httpx.get(server.url + "/health", timeout=30).status_code == 200
     assert [m["name"] for m in httpx.get(server.url + "/api/ps", timeout=30).json()["models"]
             ].count(GEMMA) == 1
+    unloads = total(metric_samples(server.url), "corral_model_unloads_total", reason="engine_died")
+    assert unloads == 1
