@@ -286,6 +286,15 @@ class Store:
                 out[name] = self.read_manifest(name)
         return out
 
+    def manifest_digests(self) -> set[str]:
+        """sha256 hex of each name's manifest bytes: a model's identity (Model.digest), shared
+        by a copy and its source, and what residency keys a loaded model by."""
+        out: set[str] = set()
+        for name in self.list_names():
+            with contextlib.suppress(OSError):
+                out.add(hashlib.sha256(self.read_manifest_bytes(name)).hexdigest())
+        return out
+
     def referenced_digests(self) -> set[str]:
         refs: set[str] = set()
         for m in self.manifests().values():

@@ -110,7 +110,9 @@ async def delete(request: Request) -> Response:
         model = None  # delete_model reports the invalid or unknown name
     await run_in_threadpool(delete_model, services.store, name)
     if model is not None:
-        await services.unload(model)
+        # A copy of the model under another name is the same loaded model: it stays.
+        if model.digest not in await run_in_threadpool(services.store.manifest_digests):
+            await services.unload(model)
         request.app.state.metrics.forget(model.display_name)
     return empty_ok()
 

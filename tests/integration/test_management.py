@@ -50,9 +50,18 @@ def test_create_show_copy_delete(live_server, ollama_client):
     assert shown.details.parent_model == "gemma3:270m"
     assert ollama_client.copy("mario", "luigi").status == "success"
     assert {"mario:latest", "luigi:latest"} <= {m.model for m in ollama_client.list().models}
+    digest = next(m.digest for m in ollama_client.list().models if m.model == "luigi:latest")
+    ollama_client.generate(model="mario", prompt="Hi", options={"num_predict": 1})
+
+    def loaded():
+        return [m for m in ollama_client.ps().models if m.digest == digest]
+
+    assert len(loaded()) == 1
     assert ollama_client.delete("mario").status == "success"
     assert show_raw(live_server, "luigi")["system"].startswith("You are Mario")
+    assert len(loaded()) == 1  # luigi is the same model, still loaded
     ollama_client.delete("luigi")
+    assert loaded() == []
     with pytest.raises(ollama.ResponseError) as err:
         ollama_client.show("mario")
     assert err.value.status_code == 404

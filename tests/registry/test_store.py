@@ -132,6 +132,19 @@ def test_delete_gc_keeps_shared_blobs(tmp_path):
     assert list((tmp_path / "manifests").iterdir()) == []
 
 
+def test_a_copy_shares_its_sources_manifest_digest_until_both_are_gone(tmp_path):
+    s = Store(tmp_path)
+    a = make_model(s, "a", b"one")
+    make_model(s, "b", b"two")
+    s.copy(parse_name("a"), parse_name("c"))
+    digest = hashlib.sha256(a.to_bytes()).hexdigest()
+    assert len(s.manifest_digests()) == 2 and digest in s.manifest_digests()
+    s.delete(parse_name("a"))
+    assert digest in s.manifest_digests()  # c holds it still
+    s.delete(parse_name("c"))
+    assert digest not in s.manifest_digests() and len(s.manifest_digests()) == 1
+
+
 def test_housekeeping(tmp_path):
     s = Store(tmp_path)
     make_model(s, "keep", b"keep")
