@@ -3,9 +3,41 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+
+# Folders each package-, module- or class-scoped fixture made with tmp_path_factory, removed when it is
+# torn down: a live server's store holds its own 329 MB of default models, and with a dozen
+# such fixtures kept to the session's end the suite filled a CI machine's disk. pytest removes
+# a passed test's own tmp_path (tmp_path_retention_policy); these are kept too once a test
+# has failed, for its logs.
+_MADE: dict[tuple[int, object], list[Path]] = {}
+
+
+def _listing(config: pytest.Config) -> set[Path]:
+    return set(config._tmp_path_factory.getbasetemp().iterdir())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    if fixturedef.scope not in ("package", "module", "class"):
+        return (yield)
+    before = _listing(request.config)
+    try:
+        return (yield)
+    finally:
+        made = _listing(request.config) - before
+        if made:
+            _MADE[(id(fixturedef), getattr(request, "param", None))] = sorted(made)
+
+
+def pytest_fixture_post_finalizer(fixturedef, request):
+    made = _MADE.pop((id(fixturedef), getattr(request, "param", None)), None)
+    if made and request.session.testsfailed == 0:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
