@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-# Folders each package-, module- or class-scoped fixture made with tmp_path_factory, removed when it is
-# torn down: a live server's store holds its own 329 MB of default models, and with a dozen
+# Folders each package-, module- or class-scoped fixture made with tmp_path_factory go when it
+# is torn down: a live server's store holds its own 329 MB of default models, and with a dozen
 # such fixtures kept to the session's end the suite filled a CI machine's disk. pytest removes
 # a passed test's own tmp_path (tmp_path_retention_policy); these are kept too once a test
 # has failed, for its logs.
