@@ -20,6 +20,9 @@ class SamplingParams:
     seed: int | None = None  # None (Ollama's -1): unseeded
     num_predict: int = -1  # -1: until a stop condition or the context is full
     stop: list[str] = field(default_factory=list)
+    # vLLM's extension, which load generators send (GuideLLM): end-of-sequence tokens do not
+    # end the reply, so every request runs to num_predict and outputs are of the asked length.
+    ignore_eos: bool = False
     # Structured output / logprobs hooks, filled by the structured-output layer.
     logprobs: bool = False
     top_logprobs: int = 0

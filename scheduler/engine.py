@@ -497,12 +497,13 @@ class LLMEngine:
     def _on_token(self, seq: Sequence, token: int, now: int, lp: Logprobs | None,
                   outbox: Outbox) -> None:
         lps = [lp] if lp is not None else []
-        if token in self.eos_token_ids:
+        eos = token in self.eos_token_ids
+        if eos and not seq.params.ignore_eos:
             seq.output_token_ids.append(token)
             self._emit(seq, seq.detokenizer.flush(), token, lps, now, "stop", outbox)
             return
         seq.append_token(token)
-        text = seq.detokenizer.add(token)
+        text = "" if eos else seq.detokenizer.add(token)  # an ignored EOS counts, but is no text
         params = seq.params
         if seq.detokenizer.stopped:
             self._emit(seq, text, token, lps, now, "stop", outbox)

@@ -29,7 +29,7 @@ FLOAT_OPTIONS = {
     "top_p", "min_p", "typical_p", "temperature", "repeat_penalty", "presence_penalty",
     "frequency_penalty",
 }
-BOOL_OPTIONS = {"use_mmap"}
+BOOL_OPTIONS = {"use_mmap", "ignore_eos"}  # ignore_eos: Corral's, from vLLM's OpenAI extension
 # Removed options that Ollama still accepts and ignores.
 IGNORED_OPTIONS = {
     "mirostat", "mirostat_tau", "mirostat_eta", "penalize_newline", "low_vram", "f16_kv",
@@ -121,6 +121,7 @@ def resolve_options(
         seed=None if seed < 0 else seed,
         num_predict=merged.get("num_predict", -1),
         stop=merged.get("stop", []),
+        ignore_eos=merged.get("ignore_eos", False),
     )
     runner = RunnerOptions(
         num_ctx=max(4, merged.get("num_ctx", default_num_ctx)),

@@ -28,13 +28,13 @@ CHAT_FIELDS = {
     "temperature": "float", "frequency_penalty": "float", "presence_penalty": "float",
     "top_p": "float", "response_format": "object", "tools": "tools", "reasoning": "object",
     "reasoning_effort": "string", "logprobs": "bool", "top_logprobs": "int",
-    "_debug_render_only": "bool",
+    "ignore_eos": "bool", "_debug_render_only": "bool",
 }
 COMPLETION_FIELDS = {
     "model": "string", "prompt": "string", "frequency_penalty": "float", "max_tokens": "int",
     "presence_penalty": "float", "seed": "int", "stop": "any", "stream": "bool",
     "stream_options": "object", "temperature": "float", "top_p": "float", "suffix": "string",
-    "logprobs": "int", "_debug_render_only": "bool",
+    "logprobs": "int", "ignore_eos": "bool", "_debug_render_only": "bool",
 }
 EMBED_FIELDS = {"model": "string", "input": "any", "dimensions": "int",
                 "encoding_format": "string"}
@@ -251,6 +251,8 @@ def from_chat_request(data: dict[str, Any]) -> dict[str, Any]:
         if data.get(key) is not None:
             options[key] = data[key]
     options["top_p"] = 1.0 if data.get("top_p") is None else data["top_p"]
+    if data.get("ignore_eos"):
+        options["ignore_eos"] = True
     reasoning = data.get("reasoning")
     effort = (reasoning or {}).get("effort") if reasoning is not None else data.get(
         "reasoning_effort")
@@ -291,6 +293,8 @@ def from_completion_request(data: dict[str, Any]) -> dict[str, Any]:
     options["frequency_penalty"] = data.get("frequency_penalty") or 0.0
     options["presence_penalty"] = data.get("presence_penalty") or 0.0
     options["top_p"] = data.get("top_p") or 1.0
+    if data.get("ignore_eos"):
+        options["ignore_eos"] = True
     native: dict[str, Any] = {
         "model": data.get("model") or "",
         "prompt": data.get("prompt") or "",

@@ -59,6 +59,8 @@ def test_guidellm_sweep_against_v1(server, tmp_path):
         assert row["completed"] >= 1 and row["errored"] == 0, f"{row}\n{evidence}"
         # Token counts come from Corral's streamed usage chunk: none means usage got lost.
         assert row["output_tokens_mean"] > 0 and row["output_tok_per_s"] > 0, f"{row}\n{evidence}"
+        # GuideLLM asks for its output length with ignore_eos: no reply ends before it.
+        assert row["output_tokens_mean"] == sweep.output_tokens, f"{row}\n{evidence}"
 
     after = metric_samples(server.url)
     completed = sum(r["completed"] for r in rows)

@@ -273,6 +273,21 @@ def test_eos_and_stop_strings(model):
         eng.shutdown()
 
 
+def test_ignore_eos_runs_to_num_predict_without_the_eos_text(model):
+    p = prompt(24, 10)
+    ref = reference_greedy(model, p, 12)
+    eng = make_engine(model)
+    try:
+        eng.eos_token_ids = {ref[5]}
+        outs = list(eng.add_request(p, greedy(12, ignore_eos=True)))
+        toks = [t for o in outs for t in o.token_ids]
+        assert toks == ref and outs[-1].done_reason == "length"
+        text = "".join(o.text for o in outs)
+        assert text == model.tokenizer.decode([t for t in ref if t != ref[5]])
+    finally:
+        eng.shutdown()
+
+
 def test_seeded_sampling_is_independent_of_the_batch(model):
     params = SamplingParams(temperature=0.9, top_k=50, seed=1234, num_predict=8)
     p = prompt(25, 10)

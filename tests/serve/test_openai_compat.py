@@ -46,6 +46,17 @@ def test_chat_options():
     assert chat(max_tokens=4, max_completion_tokens=5)["options"]["num_predict"] == 4
 
 
+def test_ignore_eos_reaches_the_sampling_params():
+    from serve.options import resolve_options
+
+    for native in (chat(ignore_eos=True, max_tokens=9),
+                   oai.from_completion_request({"prompt": "p", "ignore_eos": True})):
+        assert native["options"]["ignore_eos"] is True
+        assert resolve_options({}, native["options"], 2048).sampling.ignore_eos is True
+    assert "ignore_eos" not in chat(ignore_eos=False)["options"]
+    assert resolve_options({}, {}, 2048).sampling.ignore_eos is False
+
+
 def test_empty_messages():
     assert bad(oai.from_chat_request, {"model": "m", "messages": []}) == \
         "[] is too short - 'messages'"
