@@ -7,8 +7,8 @@ clients), held 280 MiB more resident (oneDNN's copies of the weights) and cost g
 below target (96.5% top-1 against float32, 97.5% weight-only); on AVX2 it was an order of
 magnitude slower. It does serve the tied LM head's approximate pass (`int8_dynamic`): the best
 candidates of that pass are rescored from the rows, so its error does not choose the token.
-int8 weights have three weight-only kernels: torch's packed kernel, and the codes widened to
-bf16 or to float32 for one GEMM (batch rows on CPUs with bf16 arithmetic, or without it). Where a format has several candidates
+int8 weights have two weight-only kernels: torch's packed kernel, and the codes widened to bf16
+for one GEMM (batch rows on CPUs with bf16 arithmetic). Where a format has several candidates
 they are timed at a decode row count and a batch row count on a slice of that shape, once per
 CPU (the result is cached in a JSON file keyed by the CPU's model name, torch's capability
 level and thread count).
@@ -72,15 +72,6 @@ def int8_widened(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
         * w["qscale_bf16"]
 
 
-def int8_widened_f32(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
-    """float32 out: the int8 codes widened to float32 (exact) for one float32 GEMM over the
-    float32 activations, each output column then scaled. For CPUs without bf16 arithmetic,
-    where a bf16 GEMM is emulated: on an AVX2 EPYC at 32 rows of gemma3:270m's [4096 x 640]
-    gate/up (one thread) 6.6 against 11.9 ms of `_weight_int8pack_mm` and 20 of
-    `int8_widened`. It reads the activations unrounded, so it is also the most exact."""
-    return torch.nn.functional.linear(x.float(), w["qweight"].float()) * w["qscale"]
-
-
 # Output columns per int8 x int8 call: each call's int32 result (4 MiB at 32 rows) is scaled
 # into the float32 output while still in cache, and the full-width int32 result is never held
 # (32 MiB at 32 rows of gemma3's head, next to the float32 one at the step's memory peak).
@@ -109,16 +100,15 @@ KERNELS: dict[str, Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tenso
     "int4x2": int4x2,
     "int8_weight_only": int8_weight_only,
     "int8_widened": int8_widened,
-    "int8_widened_f32": int8_widened_f32,
     "int8_dynamic": int8_dynamic,
 }
-_INT8 = ("int8_weight_only", "int8_widened", "int8_widened_f32")
-CANDIDATES = {"int4": ("int4_weight_only",), "int8": _INT8, "int4x2": ("int4x2",) + _INT8,
+CANDIDATES = {"int4": ("int4_weight_only",), "int8": ("int8_weight_only", "int8_widened"),
+              "int4x2": ("int4x2", "int8_weight_only", "int8_widened"),
               "rescored": ("int4_weight_only", "int8_dynamic")}
 # The runtime tensors each kernel reads (an int4x2 weight drops the form its kernels don't).
 READS = {"int4_weight_only": ("int4pack", "scale_zeros"), "int4x2": ("int4pack", "scale_zeros"),
          "int8_weight_only": ("qweight", "qscale_bf16"), "int8_widened": ("qweight", "qscale_bf16"),
-         "int8_widened_f32": ("qweight", "qscale"), "int8_dynamic": ("qweight", "qscale")}
+         "int8_dynamic": ("qweight", "qscale")}
 
 
 def runtime_tensors(fmt: str, stored: dict[str, torch.Tensor],
