@@ -252,7 +252,7 @@ def test_context_full_without_shift_is_length(model):
         eng.shutdown()
 
 
-def test_eos_and_stop_strings(model):
+def test_eos_ignore_eos_and_stop_strings(model):
     p = prompt(24, 10)
     ref = reference_greedy(model, p, 12)
     eng = make_engine(model)
@@ -262,6 +262,11 @@ def test_eos_and_stop_strings(model):
         toks = [t for o in outs for t in o.token_ids]
         assert toks[-1] == ref[5] and len(toks) == ref.index(ref[5]) + 1
         assert outs[-1].done_reason == "stop"
+        # ignore_eos: the EOS counts toward num_predict but neither ends the reply nor is text
+        outs = list(eng.add_request(p, greedy(12, ignore_eos=True)))
+        assert [t for o in outs for t in o.token_ids] == ref and outs[-1].done_reason == "length"
+        text = "".join(o.text for o in outs)
+        assert text == model.tokenizer.decode([t for t in ref if t != ref[5]])
         eng.eos_token_ids = set()
         text_of = model.tokenizer.decode
         stop = text_of(ref[3:5])
@@ -269,21 +274,6 @@ def test_eos_and_stop_strings(model):
         text = "".join(o.text for o in outs)
         assert outs[-1].done_reason == "stop"
         assert stop not in text and text == text_of(ref)[: text_of(ref).index(stop)]
-    finally:
-        eng.shutdown()
-
-
-def test_ignore_eos_runs_to_num_predict_without_the_eos_text(model):
-    p = prompt(24, 10)
-    ref = reference_greedy(model, p, 12)
-    eng = make_engine(model)
-    try:
-        eng.eos_token_ids = {ref[5]}
-        outs = list(eng.add_request(p, greedy(12, ignore_eos=True)))
-        toks = [t for o in outs for t in o.token_ids]
-        assert toks == ref and outs[-1].done_reason == "length"
-        text = "".join(o.text for o in outs)
-        assert text == model.tokenizer.decode([t for t in ref if t != ref[5]])
     finally:
         eng.shutdown()
 
